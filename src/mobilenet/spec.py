@@ -1,0 +1,249 @@
+"""MobileNet v1 as data: Table 1 of the paper, width rounding and the ablation variants.
+
+Everything else in the package (the ``nn.Module``, the cost model, the printed tables) walks the
+layer list produced here, so the architecture is written down exactly once. This module is plain
+Python: no torch, so the cost model and its tests run without building a network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+__all__ = [
+    "ACTIVATIONS",
+    "MAX_WIDTH_MULT",
+    "MIN_RESOLUTION",
+    "PADDINGS",
+    "TABLE1",
+    "VARIANTS",
+    "Block",
+    "ConvDef",
+    "Layer",
+    "MobileNetConfig",
+    "build_blocks",
+    "build_layers",
+    "conv_defs",
+    "output_size",
+    "scaled_depth",
+]
+
+Variant = Literal["separable", "conv", "shallow"]
+VARIANTS: tuple[str, ...] = ("separable", "conv", "shallow")
+ACTIVATIONS: tuple[str, ...] = ("relu", "relu6")
+PADDINGS: tuple[str, ...] = ("symmetric", "tf")
+
+#: Smallest input side we accept. The net downsamples by 32; below that the last stages would see
+#: 1x1 maps made mostly of padding, which is never what a user meant.
+MIN_RESOLUTION = 32
+#: Widths above this are almost certainly a typo (α=100 instead of 1.00); timm publishes 1.25.
+MAX_WIDTH_MULT = 4.0
+
+
+@dataclass(frozen=True)
+class ConvDef:
+    """One row group of Table 1: a full 3x3 conv or a depthwise separable pair."""
+
+    kind: Literal["conv", "separable"]
+    stride: int
+    depth: int  # output channels at α = 1
+
+
+# Table 1 of the paper, with the layer-26 typo corrected (stride 1, the map stays 7x7), in the
+# same shape as TF-slim's MOBILENETV1_CONV_DEFS.
+TABLE1: tuple[ConvDef, ...] = (
+    ConvDef("conv", 2, 32),
+    ConvDef("separable", 1, 64),
+    ConvDef("separable", 2, 128),
+    ConvDef("separable", 1, 128),
+    ConvDef("separable", 2, 256),
+    ConvDef("separable", 1, 256),
+    ConvDef("separable", 2, 512),
+    *(ConvDef("separable", 1, 512) for _ in range(5)),
+    ConvDef("separable", 2, 1024),
+    ConvDef("separable", 1, 1024),
+)
+
+
+def conv_defs(variant: str = "separable") -> tuple[ConvDef, ...]:
+    """Table 1 transformed into one of the paper's ablation networks.
+
+    - ``separable``: the paper's MobileNet.
+    - ``conv``: Table 4's "Conv MobileNet": each dw/pw pair becomes one full 3x3 conv with the
+      pair's stride and output width.
+    - ``shallow``: Table 5's "Shallow MobileNet": the five 14x14x512 pairs (rows 14-23) removed.
+    """
+    _check_choice("variant", variant, VARIANTS)
+    if variant == "conv":
+        return tuple(ConvDef("conv", d.stride, d.depth) for d in TABLE1)
+    if variant == "shallow":
+        return tuple(d for d in TABLE1 if not (d.kind == "separable" and d.stride == 1 and d.depth == 512))
+    return TABLE1
+
+
+def scaled_depth(channels: int, width_mult: float, min_depth: int = 8) -> int:
+    """TF-slim's width rule, ``max(int(c * α), min_depth)``: what Google's weights were built with."""
+    return max(int(channels * width_mult), min_depth)
+
+
+def output_size(size: int, stride: int) -> int:
+    """Spatial size after a 3x3 (or 1x1) conv. TF 'SAME' and PyTorch ``padding=1`` agree on it."""
+    return -(-size // stride)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A unit of the module tree: the stem conv, a full conv, or a dw/pw pair (``separable``)."""
+
+    name: str
+    kind: Literal["conv", "separable"]
+    stride: int
+    in_channels: int
+    out_channels: int
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One weight layer as the paper counts them (conv, dw, pw or fc), with its module path."""
+
+    name: str  # paper-style row name: conv1, dw2, pw2, ..., fc
+    kind: Literal["conv", "dw", "pw", "fc"]
+    module: str  # dotted path of the nn.Module that holds its weight
+    stride: int
+    kernel: int
+    in_channels: int
+    out_channels: int
+
+    @property
+    def groups(self) -> int:
+        return self.in_channels if self.kind == "dw" else 1
+
+    @property
+    def weight_count(self) -> int:
+        return self.kernel * self.kernel * (self.in_channels // self.groups) * self.out_channels
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}")
+
+
+def check_width_mult(width_mult: object) -> float:
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)):
+        raise ValueError(f"width_mult={width_mult!r} must be a number in (0, {MAX_WIDTH_MULT}], e.g. 1.0, 0.75, 0.5, 0.25")
+    if not math.isfinite(width_mult) or not 0 < width_mult <= MAX_WIDTH_MULT:
+        raise ValueError(
+            f"width_mult={width_mult!r} is out of range; it must be a finite number in (0, {MAX_WIDTH_MULT}] "
+            "(the paper uses 1.0, 0.75, 0.5, 0.25)"
+        )
+    return float(width_mult)
+
+
+def check_resolution(resolution: object, name: str = "resolution") -> tuple[int, int]:
+    """Accepts an int or an (H, W) pair; returns (H, W) or raises a ValueError that says why."""
+    pair = (resolution, resolution) if isinstance(resolution, int) and not isinstance(resolution, bool) else resolution
+    ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+    if not ok:
+        raise ValueError(f"{name}={resolution!r} must be an int or a pair of ints (height, width), e.g. 224")
+    h, w = pair  # type: ignore[misc]
+    if h < MIN_RESOLUTION or w < MIN_RESOLUTION:
+        raise ValueError(
+            f"{name}={resolution!r} is too small: MobileNet v1 downsamples by 32, so each side must be at least "
+            f"{MIN_RESOLUTION} px (the paper uses 224, 192, 160 and 128)"
+        )
+    return int(h), int(w)
+
+
+def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class MobileNetConfig:
+    """Everything needed to rebuild a MobileNetV1; travels with weights, checkpoints and exports."""
+
+    width_mult: float = 1.0
+    resolution: int = 224
+    num_classes: int = 1000
+    in_chans: int = 3
+    activation: str = "relu"
+    padding: str = "symmetric"
+    variant: str = "separable"
+    min_depth: int = 8
+    dropout: float = 0.0
+    bn_eps: float = 1e-3  # TF-slim's value; timm-imported weights carry 1e-5
+    #: Name of the label set the classifier predicts ("imagenet1001" for Google's weights with the
+    #: background class, "imagenet1000", "digits", or a user's own); None if unknown.
+    labels: str | None = None
+    #: Class names, when the weights carry their own (fine-tuned models); otherwise looked up by ``labels``.
+    class_names: tuple[str, ...] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "width_mult", check_width_mult(self.width_mult))
+        check_resolution(self.resolution)
+        _check_positive_int("num_classes", self.num_classes, 0)
+        _check_positive_int("in_chans", self.in_chans)
+        _check_positive_int("min_depth", self.min_depth)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("padding", self.padding, PADDINGS)
+        _check_choice("variant", self.variant, VARIANTS)
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout={self.dropout!r} must be a probability in [0, 1)")
+        if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
+            raise ValueError(f"bn_eps={self.bn_eps!r} must be a positive number")
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+            if len(self.class_names) != self.num_classes:
+                raise ValueError(f"class_names has {len(self.class_names)} entries but num_classes={self.num_classes}")
+
+    def replace(self, **changes: Any) -> MobileNetConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["class_names"] is not None:
+            d["class_names"] = list(d["class_names"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MobileNetConfig:
+        """Builds a config from a dict, ignoring keys it does not know (files written by newer versions)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled features that feed the classifier (1024·α)."""
+        return build_blocks(self)[-1].out_channels
+
+
+def build_blocks(config: MobileNetConfig) -> list[Block]:
+    """The module-level blocks of the network for a config: ``stem`` then ``blocks.0`` ... ``blocks.N``."""
+    blocks: list[Block] = []
+    in_ch = config.in_chans
+    for i, d in enumerate(conv_defs(config.variant)):
+        out_ch = scaled_depth(d.depth, config.width_mult, config.min_depth)
+        name = "stem" if i == 0 else f"blocks.{i - 1}"
+        blocks.append(Block(name, d.kind, d.stride, in_ch, out_ch))
+        in_ch = out_ch
+    return blocks
+
+
+def build_layers(config: MobileNetConfig) -> list[Layer]:
+    """Every weight layer in order, as the paper's Table 1 lists them (conv1, dw2/pw2, ..., fc)."""
+    layers: list[Layer] = []
+    row = 1
+    for b in build_blocks(config):
+        if b.kind == "separable":
+            layers.append(Layer(f"dw{row}", "dw", f"{b.name}.dw.conv", b.stride, 3, b.in_channels, b.in_channels))
+            layers.append(Layer(f"pw{row}", "pw", f"{b.name}.pw.conv", 1, 1, b.in_channels, b.out_channels))
+            row += 1
+        else:
+            layers.append(Layer(f"conv{row}", "conv", f"{b.name}.conv", b.stride, 3, b.in_channels, b.out_channels))
+            row += 1
+    if config.num_classes > 0:
+        layers.append(Layer("fc", "fc", "classifier", 1, 1, layers[-1].out_channels, config.num_classes))
+    return layers
