@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -172,6 +173,40 @@ def _eval(args: argparse.Namespace) -> None:
             print("  " + " ".join(f"{v:4d}" for v in row))
 
 
+def _weights_arg(values: list[str]) -> Any:
+    return values[0] if len(values) == 1 else values
+
+
+@_command("predict")
+def _predict(args: argparse.Namespace) -> None:
+    from .predict import predict
+    from .weights import load_weights
+
+    model = load_weights(_weights_arg(args.weights))
+    results = predict(model, args.images, topk=args.topk, crop=args.crop)
+    if args.json:
+        _print_json(results)
+        return
+    for r in results:
+        print(r["image"])
+        for p in r["predictions"]:
+            print(f"  {p['probability']:7.2%}  {p['index']:4d}  {p['label']}")
+
+
+@_command("convert")
+def _convert(args: argparse.Namespace) -> None:
+    from .checkpoint import save_weights
+    from .weights import load_weights
+
+    sources = [args.source, *([args.source2] if args.source2 else [])]
+    model = load_weights(_weights_arg(sources))
+    out = save_weights(args.output, model, source=" + ".join(Path(s).name for s in sources))
+    c = model.config
+    print(
+        f"wrote {out}: MobileNet v1 α={c.width_mult:g}, {c.resolution}px, {c.num_classes} classes, {c.activation}, padding={c.padding}"
+    )
+
+
 def _add_train_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument(
         "--data", default=None, help="ImageFolder tree DIR/train/<class>/*, DIR/val/<class>/* (default: built-in digits)"
@@ -245,6 +280,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--per-class", action="store_true", help="per-class accuracy and the confusion matrix")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("predict", help="top-k labels for images")
+    p.add_argument("images", nargs="+")
+    p.add_argument(
+        "--weights",
+        required=True,
+        nargs="+",
+        help="weights file(s) or a registry name (two files for the split 1.0-224 TF Lite model)",
+    )
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--crop", type=float, default=0.875, help="central crop fraction (1.0 = resize the whole image)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("convert", help="import TF Lite / Keras .h5 / timm weights into a .safetensors file")
+    p.add_argument("source")
+    p.add_argument("source2", nargs="?", help="second file (the head of Google's split 1.0-224 TF Lite model)")
+    p.add_argument("-o", "--output", required=True)
     return parser
 
 

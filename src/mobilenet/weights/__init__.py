@@ -17,7 +17,15 @@ from ..checkpoint import WeightsFileError, load_weights_file
 from ..model import MobileNetV1
 from ..spec import MobileNetConfig
 
-__all__ = ["WeightsFileError", "load_weights", "model_from_state_dict"]
+__all__ = ["MobileNet_V1_Weights", "WeightsFileError", "load_weights", "model_from_state_dict"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MobileNet_V1_Weights":
+        from .registry import MobileNet_V1_Weights
+
+        return MobileNet_V1_Weights
+    raise AttributeError(name)
 
 
 def model_from_state_dict(
@@ -78,10 +86,10 @@ def load_weights(weights: Any, *, progress: bool = True, **kwargs: Any) -> nn.Mo
         state, config = load_tflite(paths)
         return model_from_state_dict(state, config, str(first), kwargs)
     if suffix in (".h5", ".hdf5", ".keras"):
-        from .keras import load_keras_h5
-
-        state, config = load_keras_h5(first, **{k: v for k, v in kwargs.items() if k == "resolution"})
-        return model_from_state_dict(state, config, str(first), kwargs)
+        raise ValueError(
+            f"{first}: Keras .h5 import is not available in this version; convert the model to TF Lite, "
+            "or load a timm or TF Lite MobileNet v1"
+        )
     if suffix in (".pth", ".pt", ".bin"):
         from .timm import load_timm_state_dict
 
