@@ -90,9 +90,15 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"}
-    results["cpu digits-like 32px α=0.5 batch 64"] = compare(torch.device("cpu"), 0.5, 32, 64, 10, False, False, False, args.rounds, 10)
-    results["cpu 224px α=1.0 batch 32"] = compare(torch.device("cpu"), 1.0, 224, 32, 1000, False, True, False, max(args.rounds // 2, 2), 2)
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    }
+    results["cpu digits-like 32px α=0.5 batch 64"] = compare(
+        torch.device("cpu"), 0.5, 32, 64, 10, False, False, False, args.rounds, 10
+    )
+    results["cpu 224px α=1.0 batch 32"] = compare(
+        torch.device("cpu"), 1.0, 224, 32, 1000, False, True, False, max(args.rounds // 2, 2), 2
+    )
     if torch.cuda.is_available():
         results["gpu"] = torch.cuda.get_device_name()
         for comp in (False, True):
@@ -102,7 +108,14 @@ def main() -> None:
         print(json.dumps(results, indent=2))
     else:
         for k, v in results.items():
-            print(f"{k}: " + (f"ours {v['ours_img_s']:.0f} img/s, timm {v['timm_img_s']:.0f} img/s, ratio {v['ratio']:.2f}" if isinstance(v, dict) else v))
+            print(
+                f"{k}: "
+                + (
+                    f"ours {v['ours_img_s']:.0f} img/s, timm {v['timm_img_s']:.0f} img/s, ratio {v['ratio']:.2f}"
+                    if isinstance(v, dict)
+                    else v
+                )
+            )
 
 
 if __name__ == "__main__":
