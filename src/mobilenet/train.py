@@ -456,9 +456,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             save_state(state_path, state)
         if world > 1:
             dist.barrier()
-    if ema is not None and cfg.resume and start_epoch >= cfg.epochs:
-        pass
-    # The raw weights when EMA is on live in last_raw.safetensors; on resume they are the model's.
+    # With EMA on, last/best hold the averaged weights; the raw ones are in last_raw.safetensors.
     wall = history_time + time.perf_counter() - t_start
     summary: dict[str, Any] = {}
     if is_main:

@@ -234,7 +234,7 @@ def activation_quantization(paths: str | os.PathLike[str] | Sequence[str | os.Pa
     for layer, conv in zip(build_layers(config), convs):
         if conv.output_quant is not None:
             key = "classifier" if layer.kind == "fc" else layer.module.rsplit(".", 1)[0]
-            out[key.removesuffix(".conv") if key == "stem.conv" else key] = conv.output_quant
+            out[key] = conv.output_quant
     pools = [g.pool_quant for g in graphs if g.pool_quant is not None]
     if pools:
         out["global_pool"] = pools[0]
