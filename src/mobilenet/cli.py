@@ -151,7 +151,7 @@ def _eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate, evaluation_data
     from .weights import load_weights
 
-    model = load_weights(args.weights)
+    model = load_weights(_weights_arg(args.weights))
     loader, label_offset, classes = evaluation_data(model, args.data, batch_size=args.batch_size, workers=args.workers)
     result = evaluate(model, loader, num_classes=len(classes), label_offset=label_offset)
     result["classes"] = classes
@@ -161,16 +161,20 @@ def _eval(args: argparse.Namespace) -> None:
         _print_json(result)
         return
     print(
-        f"{args.weights}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  loss {result['loss']:.4f}  on {result['images']} images"
+        f"{' + '.join(args.weights)}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  loss {result['loss']:.4f}  on {result['images']} images"
     )
     if result["skipped"]:
         print(f"skipped {result['skipped']} unreadable image(s)")
     if args.per_class:
-        for name, acc in zip(classes, result["per_class_accuracy"]):
-            print(f"  {acc:.4f}  {name}")
-        print("confusion matrix (rows: true class, columns: predicted):")
-        for row in result["confusion"]:
-            print("  " + " ".join(f"{v:4d}" for v in row))
+        confusion = result["confusion"]
+        # Only the classes the data holds: an ImageNet model has 1000, most absent from a small set.
+        present = [i for i, row in enumerate(confusion) if sum(row)]
+        for i in present:
+            print(f"  {result['per_class_accuracy'][i]:.4f}  {classes[i]}  ({sum(confusion[i])} images)")
+        if len(classes) <= 50:
+            print("confusion matrix (rows: true class, columns: predicted):")
+            for row in confusion:
+                print("  " + " ".join(f"{v:4d}" for v in row))
 
 
 def _weights_arg(values: list[str]) -> Any:
@@ -232,7 +236,7 @@ def _add_train_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0 = off)")
     p.add_argument("--dropout", type=float, default=0.001)
     p.add_argument("--activation", choices=["relu", "relu6"], default="relu")
-    p.add_argument("--padding", choices=["symmetric", "tf"], default="symmetric")
+    p.add_argument("--padding", choices=["symmetric", "tf", "keras"], default="symmetric")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the training model")
@@ -274,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p, sweep=True)
 
     p = sub.add_parser("eval", help="top-1/top-5 of saved weights on an ImageFolder tree or the built-in set")
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, nargs="+", help="weights file(s) or a registry name")
     p.add_argument("--data", help="ImageFolder tree (class folders, or DIR/val/<class>); default: built-in digits val split")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)

@@ -116,7 +116,8 @@ def model_cost(
         if layer.kind == "fc":
             # The global average pool leaves a 1x1 map.
             h = w = 1
-        oh, ow = output_size(h, layer.stride), output_size(w, layer.stride)
+        fixed = config.padding == "keras" and layer.kind == "dw"
+        oh, ow = output_size(h, layer.stride, fixed_pad=fixed), output_size(w, layer.stride, fixed_pad=fixed)
         macs = layer.weight_count * oh * ow
         rows.append(
             LayerCost(

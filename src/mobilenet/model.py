@@ -61,7 +61,11 @@ class ConvBNAct(nn.Sequential):
         padding = (kernel_size - 1) // 2
         # Only a strided conv needs the asymmetric pad: at stride 1, SAME with an odd kernel is the
         # symmetric (k-1)/2 on every input size.
-        if config.padding == "tf" and stride > 1:
+        if config.padding == "keras" and stride > 1 and groups > 1:
+            # keras.applications.MobileNet: ZeroPadding2D(((0, 1), (0, 1))) then a 'valid' conv.
+            layers["pad"] = nn.ZeroPad2d((0, 1, 0, 1))
+            padding = 0
+        elif config.padding in ("tf", "keras") and stride > 1:
             layers["pad"] = TFSamePad2d(kernel_size, stride)
             padding = 0
         layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)

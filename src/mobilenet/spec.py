@@ -32,7 +32,10 @@ __all__ = [
 Variant = Literal["separable", "conv", "shallow"]
 VARIANTS: tuple[str, ...] = ("separable", "conv", "shallow")
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6")
-PADDINGS: tuple[str, ...] = ("symmetric", "tf")
+#: "symmetric": PyTorch's padding=1. "tf": TF 'SAME' (TF-slim, TF Lite). "keras": keras.applications'
+#: MobileNet, which pads strided depthwise convs by a fixed (0, 1) instead of SAME; the two differ
+#: only where such a conv sees an odd-sized map (never at 128, 160, 192 or 224 px).
+PADDINGS: tuple[str, ...] = ("symmetric", "tf", "keras")
 
 #: Smallest input side we accept. The net downsamples by 32; below that the last stages would see
 #: 1x1 maps made mostly of padding, which is never what a user meant.
@@ -87,9 +90,10 @@ def scaled_depth(channels: int, width_mult: float, min_depth: int = 8) -> int:
     return max(int(channels * width_mult), min_depth)
 
 
-def output_size(size: int, stride: int) -> int:
-    """Spatial size after a 3x3 (or 1x1) conv. TF 'SAME' and PyTorch ``padding=1`` agree on it."""
-    return -(-size // stride)
+def output_size(size: int, stride: int, *, fixed_pad: bool = False) -> int:
+    """Spatial size after a 3x3 (or 1x1) conv. TF 'SAME' and PyTorch ``padding=1`` agree on it;
+    Keras' fixed (0, 1) pad before a strided depthwise conv (``fixed_pad``) rounds down instead."""
+    return size // stride if fixed_pad else -(-size // stride)
 
 
 @dataclass(frozen=True)

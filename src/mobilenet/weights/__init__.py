@@ -85,11 +85,13 @@ def load_weights(weights: Any, *, progress: bool = True, **kwargs: Any) -> nn.Mo
 
         state, config = load_tflite(paths)
         return model_from_state_dict(state, config, str(first), kwargs)
-    if suffix in (".h5", ".hdf5", ".keras"):
-        raise ValueError(
-            f"{first}: Keras .h5 import is not available in this version; convert the model to TF Lite, "
-            "or load a timm or TF Lite MobileNet v1"
-        )
+    if suffix in (".h5", ".hdf5"):
+        from .keras import load_keras_h5
+
+        state, config = load_keras_h5(first)
+        return model_from_state_dict(state, config, str(first), kwargs)
+    if suffix == ".keras":
+        raise ValueError(f"{first}: a .keras archive; save the weights as .h5 (model.save_weights('x.weights.h5')) and load that")
     if suffix in (".pth", ".pt", ".bin"):
         from .timm import load_timm_state_dict
 
