@@ -125,7 +125,7 @@ def convert_keras_layers(
         if not tensors or not bn or len(bn) != 4:
             raise WeightsFileError(f"{source}: layer {keras_name} or its batch norm is missing or incomplete")
         kernel = tensors[0]
-        if kernel.ndim != 4 or kernel.shape[:2] != (3, 3) and kernel.shape[:2] != (1, 1):
+        if kernel.ndim != 4 or kernel.shape[:2] not in ((3, 3), (1, 1)):
             raise WeightsFileError(f"{source}: {keras_name} kernel has shape {kernel.shape}, not a conv kernel")
         if depthwise and kernel.shape[3] != 1:
             raise WeightsFileError(f"{source}: {keras_name} has depth_multiplier {kernel.shape[3]}; only 1 is MobileNet v1")
