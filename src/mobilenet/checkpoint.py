@@ -35,7 +35,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     """Calls ``write(tmp_path)`` then renames onto ``path``, so a crash never leaves a half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
+    )  # writers that look at the suffix see the real one
     os.close(fd)
     try:
         write(tmp)

@@ -149,9 +149,8 @@ def _sweep(args: argparse.Namespace) -> None:
 @_command("eval")
 def _eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate, evaluation_data
-    from .weights import load_weights
 
-    model = load_weights(_weights_arg(args.weights))
+    model = _inference_model(args.weights)
     loader, label_offset, classes = evaluation_data(model, args.data, batch_size=args.batch_size, workers=args.workers)
     result = evaluate(model, loader, num_classes=len(classes), label_offset=label_offset)
     result["classes"] = classes
@@ -181,12 +180,22 @@ def _weights_arg(values: list[str]) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+def _inference_model(values: list[str]) -> Any:
+    """Weights for predict/eval: anything load_weights reads, or an exported .onnx (fp32 or int8)."""
+    if len(values) == 1 and values[0].lower().endswith(".onnx"):
+        from .export import ExportedModel
+
+        return ExportedModel(values[0])
+    from .weights import load_weights
+
+    return load_weights(_weights_arg(values))
+
+
 @_command("predict")
 def _predict(args: argparse.Namespace) -> None:
     from .predict import predict
-    from .weights import load_weights
 
-    model = load_weights(_weights_arg(args.weights))
+    model = _inference_model(args.weights)
     results = predict(model, args.images, topk=args.topk, crop=args.crop)
     if args.json:
         _print_json(results)
@@ -209,6 +218,157 @@ def _convert(args: argparse.Namespace) -> None:
     print(
         f"wrote {out}: MobileNet v1 α={c.width_mult:g}, {c.resolution}px, {c.num_classes} classes, {c.activation}, padding={c.padding}"
     )
+
+
+def _model_for(args: argparse.Namespace, width_mult: float | None = None, resolution: int | None = None) -> Any:
+    """The model a deploy command works on: the weights given, or a random init of the asked shape."""
+    from .model import mobilenet_v1
+
+    if args.weights:
+        from .weights import load_weights
+
+        return load_weights(_weights_arg(args.weights)).eval()
+    from .deploy import settle_batchnorm
+
+    model = mobilenet_v1(
+        width_mult=width_mult or 1.0, resolution=resolution or 224, num_classes=args.num_classes, activation="relu6", padding="tf"
+    )
+    return settle_batchnorm(model, resolution or 224).eval()
+
+
+def _calibration(args: argparse.Namespace, config: Any, resolution: int) -> list[Any]:
+    import torch
+
+    from .data import DigitsDataset, image_batches
+
+    if args.calibration:
+        return image_batches(args.calibration, resolution, limit=args.calibration_images)
+    if config is not None and config.labels == "digits" and config.num_classes == 10:
+        digits = DigitsDataset("train", resolution, augment=False)
+        images = torch.stack([digits[i][0] for i in range(min(args.calibration_images, len(digits)))])
+        return list(images.split(32))
+    raise ValueError(
+        "int8 needs calibration images like the real inputs: pass --calibration DIR (any folder of images; "
+        f"{args.calibration_images} are used)"
+    )
+
+
+@_command("export")
+def _export(args: argparse.Namespace) -> None:
+    import torch
+
+    from .export import DEFAULT_SUFFIX, export_model
+
+    model = _model_for(args, args.width_mult, args.resolution)
+    config = model.config
+    resolution = args.resolution or config.resolution
+    if args.output:
+        out = Path(args.output)
+    else:
+        stem = Path(args.weights[0]).stem if args.weights else f"mobilenet_v1_{config.width_mult:g}_{resolution}"
+        out = Path(stem + DEFAULT_SUFFIX[args.format])
+    calibration, ranges = None, None
+    if args.format == "onnx-int8":
+        tflite = [w for w in (args.weights or []) if w.lower().endswith(".tflite")]
+        if tflite and not args.calibration:
+            # Google's quantized model already says where each activation's uint8 range lies.
+            from .weights.tflite import activation_quantization
+
+            ranges = activation_quantization(tflite)
+            print("int8 activation ranges: the TF Lite file's own (pass --calibration DIR to calibrate instead)")
+        else:
+            calibration = _calibration(args, config, resolution)
+    path = export_model(
+        model,
+        out,
+        args.format,
+        resolution=resolution,
+        dynamic_batch=args.dynamic_batch,
+        calibration=calibration,
+        calibration_method=args.calibration_method,
+        activation_ranges=ranges,
+    )
+    # Check the file against the PyTorch model it came from, on real inputs where we have them.
+    x = calibration[0][:8] if calibration else torch.rand(8, config.in_chans, resolution, resolution) * 2 - 1
+    if not args.dynamic_batch and args.format in ("onnx", "pt2", "torchscript"):
+        x = x[:1]
+    from .export import load_exported
+
+    with torch.inference_mode():
+        want = model(x)
+    got = load_exported(path)(x)
+    if args.format == "onnx-int8":
+        agree = float((got.argmax(1) == want.argmax(1)).float().mean())
+        what = "calibration images" if calibration else "random inputs"
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); top-1 agreement with float on {len(x)} {what}: {agree:.1%}")
+    else:
+        diff = float((got - want).abs().max())
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); largest difference from PyTorch: {diff:.2e}")
+        if diff > 1e-3:
+            raise RuntimeError(f"{path}: the exported model differs from PyTorch by {diff:.3g}; please report this")
+
+
+@_command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import format_per_layer, format_timing, format_timings, per_layer_profile, plot_latency, run_grid
+
+    widths = args.width_mult or [None]
+    resolutions = args.resolution or [None]
+
+    def build(alpha: float | None, res: int | None) -> Any:
+        return _model_for(args, alpha, res)
+
+    if args.per_layer:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads[0])
+        model = build(widths[0], resolutions[0])
+        res = resolutions[0] or model.config.resolution
+        rows = per_layer_profile(model, torch.rand(args.batch_size[0], model.config.in_chans, res, res) * 2 - 1)
+        if args.json:
+            _print_json(rows)
+        else:
+            print(
+                f"eager PyTorch (BN folded, channels_last), α={model.config.width_mult:g}, {res} px, batch {args.batch_size[0]}"
+            )
+            print(format_per_layer(rows))
+        return 0
+    if not args.json:
+        print(format_timings([]))
+
+    def calibration(res: int) -> list[Any]:
+        import torch
+
+        if args.calibration:
+            return _calibration(args, None, res)
+        print("note: int8 calibrated on random inputs (speed only); pass --calibration DIR for a usable model", file=sys.stderr)
+        return [torch.rand(8, 3, res, res) * 2 - 1 for _ in range(4)]
+
+    first = build(widths[0], resolutions[0])
+    widths = [w or first.config.width_mult for w in widths]
+    resolutions = [r or first.config.resolution for r in resolutions]
+    results = run_grid(
+        lambda a, r: build(a, r) if not args.weights else first,
+        widths=widths if not args.weights else [first.config.width_mult],
+        resolutions=resolutions,
+        batch_sizes=args.batch_size,
+        threads=args.threads or [__import__("torch").get_num_threads()],
+        backends=args.backend,
+        calibration=calibration,
+        warmup=args.warmup,
+        iters=args.iters,
+        min_seconds=args.min_seconds,
+        report=None if args.json else lambda t: print(format_timing(t), flush=True),
+        skipped=lambda b, why: print(f"skipping {b}: {why}", file=sys.stderr),
+    )
+    if not results:
+        raise ValueError("no backend could run; see the messages above")
+    if args.json:
+        _print_json([t.to_dict() for t in results])
+    if args.plot:
+        print(f"wrote {plot_latency(results, args.plot)}", file=sys.stderr)
+    return 0
 
 
 def _add_train_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
@@ -295,6 +455,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--crop", type=float, default=0.875, help="central crop fraction (1.0 = resize the whole image)")
+    p.add_argument("--json", action="store_true")
+
+    from .deploy import BACKENDS
+    from .export import FORMATS
+
+    p = sub.add_parser("export", help="export to ONNX (fp32 or int8), TorchScript or PT2, checked against PyTorch")
+    p.add_argument("--weights", nargs="+", help="weights file(s) or registry name (default: random init, for trying it out)")
+    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("--dynamic-batch", action="store_true", help="leave the batch size free (ONNX, PT2)")
+    p.add_argument("--width-mult", "-a", type=float, help="α, without --weights (default 1.0)")
+    p.add_argument("--resolution", "-r", type=int, help="input size (default: the weights')")
+    p.add_argument("--num-classes", type=int, default=1000, help="without --weights (default 1000)")
+    p.add_argument("--calibration", help="onnx-int8: folder of sample images (searched recursively)")
+    p.add_argument("--calibration-images", type=int, default=256)
+    p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax")
+    p.add_argument("-o", "--output", help="output file (default: next to the name of the weights)")
+
+    p = sub.add_parser("bench", help="latency and throughput per backend; --per-layer: time vs Mult-Adds by layer")
+    p.add_argument("--weights", nargs="+", help="weights file(s) or registry name (default: random init)")
+    p.add_argument("--width-mult", "-a", type=float, nargs="+", help="α values (default 1.0)")
+    p.add_argument("--resolution", "-r", type=int, nargs="+", help="input sizes (default 224)")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--batch-size", "-b", type=int, nargs="+", default=[1])
+    p.add_argument("--threads", "-t", type=int, nargs="+", help="CPU threads (default: PyTorch's default)")
+    p.add_argument("--backend", nargs="+", default=["eager"], choices=BACKENDS, metavar="BACKEND", help=f"{', '.join(BACKENDS)}")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=50, help="at least this many timed calls")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long")
+    p.add_argument("--per-layer", action="store_true", help="profile each layer (eager): share of time vs share of Mult-Adds")
+    p.add_argument("--calibration", help="int8: folder of sample images (default: random inputs, speed only)")
+    p.add_argument("--calibration-images", type=int, default=64)
+    p.add_argument("--plot", help="PNG: latency against Mult-Adds over the α x resolution grid")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("convert", help="import TF Lite / Keras .h5 / timm weights into a .safetensors file")

@@ -219,3 +219,33 @@ def load_data(data: str | os.PathLike[str] | None, resolution: int, *, seed: int
         full_train.classes,
         str(root),
     )
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+
+
+def image_batches(
+    folder: str | os.PathLike[str], resolution: int, *, limit: int = 256, batch_size: int = 32, seed: int = 0
+) -> list[Tensor]:
+    """Up to ``limit`` images from anywhere under ``folder`` (a seeded sample), preprocessed for
+    evaluation and batched: calibration data for int8. Unreadable files are skipped."""
+    import random
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"calibration folder {str(root)!r} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    random.Random(seed).shuffle(files)
+    transform = eval_transform(resolution)
+    images: list[Tensor] = []
+    for path in files:
+        if len(images) >= limit:
+            break
+        try:
+            with Image.open(path) as img:
+                images.append(transform(img.convert("RGB")))
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue
+    if not images:
+        raise ValueError(f"{root} holds no readable images ({', '.join(IMAGE_SUFFIXES)})")
+    return [torch.stack(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]

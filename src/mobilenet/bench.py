@@ -1,0 +1,253 @@
+"""Latency and throughput of a Predictor, per-layer time against per-layer Mult-Adds, and the α x ρ grid.
+
+Timing: ``warmup`` calls first (allocators, oneDNN primitive caches, compiled graphs), then calls
+until both ``iters`` calls and ``min_seconds`` have passed; median, p10 and p90 of the per-call
+wall time. A noisy machine moves p90 first; compare medians, and compare backends in one run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .cost import model_cost
+from .spec import MobileNetConfig
+
+__all__ = ["Timing", "format_per_layer", "format_timings", "per_layer_profile", "plot_latency", "run_grid", "time_calls"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    backend: str
+    width_mult: float
+    resolution: int
+    batch_size: int
+    threads: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    calls: int
+    mult_adds: int
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / (self.median_ms / 1e3)
+
+    @property
+    def gmacs_per_s(self) -> float:
+        """Achieved billions of multiply-adds per second (the paper's Mult-Adds, at the median)."""
+        return self.mult_adds * self.batch_size / (self.median_ms / 1e3) / 1e9
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_s": self.images_per_s, "gmacs_per_s": self.gmacs_per_s}
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    index = q * (len(sorted_values) - 1)
+    lo = int(index)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (index - lo)
+
+
+def time_calls(fn: Callable[[], Any], *, warmup: int = 10, iters: int = 50, min_seconds: float = 1.0) -> list[float]:
+    """Per-call wall times in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < iters or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 100 * iters:
+            break
+    return times
+
+
+def summarize(times: Sequence[float], *, backend: str, config: MobileNetConfig, batch_size: int, threads: int) -> Timing:
+    ordered = sorted(times)
+    return Timing(
+        backend=backend,
+        width_mult=config.width_mult,
+        resolution=config.resolution,
+        batch_size=batch_size,
+        threads=threads,
+        median_ms=statistics.median(ordered) * 1e3,
+        p10_ms=_quantile(ordered, 0.1) * 1e3,
+        p90_ms=_quantile(ordered, 0.9) * 1e3,
+        calls=len(ordered),
+        mult_adds=model_cost(config).mult_adds,
+    )
+
+
+@torch.inference_mode()
+def per_layer_profile(model: torch.nn.Module, x: Tensor, *, iters: int = 20) -> list[dict[str, Any]]:
+    """Time each weight layer (conv1, dw2, pw2, ..., fc) with the PyTorch profiler.
+
+    Each layer's module is wrapped in a ``record_function`` range named after its paper row, so the
+    time includes everything its conv (BN already folded) costs, and nothing else. Returns rows
+    with the layer's kind, Mult-Adds, milliseconds per call and both shares of the total.
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from .deploy import fold_batchnorm
+
+    folded = fold_batchnorm(model).to(memory_format=torch.channels_last)  # type: ignore[arg-type]
+    x = x.contiguous(memory_format=torch.channels_last)
+    config: MobileNetConfig = folded.config
+    cost = model_cost(config, resolution=tuple(x.shape[-2:]))  # type: ignore[arg-type]
+    handles = []
+    for row in cost.layers:
+        module = folded.get_submodule(_module_path(row.name, config))
+        label = f"mobilenet::{row.name}"
+
+        def enter(_m: Any, _a: Any, label: str = label) -> None:
+            ctx = record_function(label)
+            ctx.__enter__()
+            _m._mobilenet_range = ctx
+
+        def leave(_m: Any, _a: Any, _o: Any) -> None:
+            _m._mobilenet_range.__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    for _ in range(3):
+        folded(x)
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(iters):
+                folded(x)
+    finally:
+        for h in handles:
+            h.remove()
+    totals = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key.startswith("mobilenet::")}
+    layer_us = [totals.get(f"mobilenet::{row.name}", 0.0) / iters for row in cost.layers]
+    all_us = sum(layer_us) or 1.0
+    return [
+        {
+            "layer": row.name,
+            "kind": row.kind,
+            "mult_adds": row.mult_adds,
+            "ms": us / 1e3,
+            "time_share": us / all_us,
+            "mult_adds_share": row.mult_adds / cost.mult_adds,
+        }
+        for row, us in zip(cost.layers, layer_us)
+    ]
+
+
+def _module_path(layer_name: str, config: MobileNetConfig) -> str:
+    from .spec import build_layers
+
+    for layer in build_layers(config):
+        if layer.name == layer_name:
+            return layer.module
+    raise KeyError(layer_name)
+
+
+def format_per_layer(rows: Sequence[dict[str, Any]]) -> str:
+    """Per-layer table, then time and Mult-Adds by kind (the paper's Table 2, measured)."""
+    lines = [f"{'layer':<7}{'kind':<6}{'Mult-Adds':>14}{'ms':>9}{'time %':>9}{'MACs %':>9}"]
+    for r in rows:
+        lines.append(
+            f"{r['layer']:<7}{r['kind']:<6}{r['mult_adds']:>14,}{r['ms']:>9.3f}{100 * r['time_share']:>9.1f}{100 * r['mult_adds_share']:>9.1f}"
+        )
+    lines.append("")
+    lines.append(f"{'kind':<24}{'time %':>9}{'MACs %':>9}   (paper, Table 2: 1x1 conv 95% of MACs)")
+    names = {"pw": "conv 1x1 (pointwise)", "dw": "conv dw 3x3", "conv": "conv 3x3 (full)", "fc": "fully connected"}
+    for kind, name in names.items():
+        sel = [r for r in rows if r["kind"] == kind]
+        if sel:
+            t = 100 * sum(r["time_share"] for r in sel)
+            m = 100 * sum(r["mult_adds_share"] for r in sel)
+            lines.append(f"{name:<24}{t:>9.1f}{m:>9.1f}")
+    return "\n".join(lines)
+
+
+def run_grid(
+    build: Callable[[float, int], torch.nn.Module],
+    *,
+    widths: Sequence[float],
+    resolutions: Sequence[int],
+    batch_sizes: Sequence[int],
+    threads: Sequence[int],
+    backends: Sequence[str],
+    calibration: Callable[[int], list[Tensor]] | None = None,
+    warmup: int = 10,
+    iters: int = 50,
+    min_seconds: float = 1.0,
+    report: Callable[[Timing], None] | None = None,
+    skipped: Callable[[str, str], None] | None = None,
+) -> list[Timing]:
+    """Times every backend over the α x resolution x batch x threads grid.
+
+    ``build(α, resolution)`` makes the model; ``calibration(resolution)`` gives int8 calibration
+    batches. A backend that is not installed is reported once through ``skipped`` and left out.
+    """
+    from .deploy import backend_available, optimize
+
+    results: list[Timing] = []
+    usable = []
+    for backend in backends:
+        problem = backend_available(backend)
+        if problem:
+            if skipped:
+                skipped(backend, problem)
+        else:
+            usable.append(backend)
+    for alpha in widths:
+        for res in resolutions:
+            model = build(alpha, res)
+            for backend in usable:
+                calib = calibration(res) if calibration and "int8" in backend else None
+                predictor = optimize(model, backend, threads=max(threads), calibration=calib, resolution=res)  # type: ignore[arg-type]
+                for n_threads in threads:
+                    runner = predictor.with_threads(n_threads)
+                    for batch in batch_sizes:
+                        x = torch.rand(batch, model.config.in_chans, res, res) * 2 - 1  # type: ignore[union-attr]
+                        times = time_calls(lambda r=runner, x=x: r(x), warmup=warmup, iters=iters, min_seconds=min_seconds)
+                        timing = summarize(
+                            times,
+                            backend=backend,
+                            config=model.config.replace(resolution=res),
+                            batch_size=batch,
+                            threads=n_threads,
+                        )  # type: ignore[union-attr]
+                        results.append(timing)
+                        if report:
+                            report(timing)
+    return results
+
+
+def format_timings(rows: Sequence[Timing]) -> str:
+    head = f"{'backend':<14}{'α':>5}{'res':>5}{'batch':>6}{'thr':>4}{'median ms':>11}{'p10':>8}{'p90':>8}{'img/s':>9}{'GMAC/s':>8}{'MMACs':>8}"
+    return "\n".join([head, *(format_timing(t) for t in rows)])
+
+
+def format_timing(t: Timing) -> str:
+    return (
+        f"{t.backend:<14}{t.width_mult:>5g}{t.resolution:>5}{t.batch_size:>6}{t.threads:>4}{t.median_ms:>11.3f}"
+        f"{t.p10_ms:>8.3f}{t.p90_ms:>8.3f}{t.images_per_s:>9.1f}{t.gmacs_per_s:>8.1f}{t.mult_adds / 1e6:>8.1f}"
+    )
+
+
+def plot_latency(rows: Sequence[Timing], path: Any) -> Any:
+    """Latency against Mult-Adds over the α x ρ grid, one line per α (batch and threads: the first row's)."""
+    from .plots import plot_tradeoff
+
+    first = rows[0]
+    by_backend: dict[str, list[dict[str, Any]]] = {}
+    for t in rows:
+        if t.batch_size == first.batch_size and t.threads == first.threads:
+            by_backend.setdefault(t.backend, []).append(
+                {"width_mult": t.width_mult, "resolution": t.resolution, "mult_adds": t.mult_adds, "latency_ms": t.median_ms}
+            )
+    backend, points = next(iter(by_backend.items()))
+    return plot_tradeoff(
+        points, path, y="latency_ms", ylabel=f"latency, ms ({backend}, batch {first.batch_size}, {first.threads} threads)"
+    )
