@@ -149,7 +149,9 @@ def test_run_grid_reports_each_setting():
 
 
 def test_cli_export_bench_and_predict(tmp_path):
-    out = run_cli("export", "-a", "0.25", "-r", "64", "--format", "onnx", "--dynamic-batch", "-o", str(tmp_path / "m.onnx")).stdout
+    out = run_cli(
+        "export", "-a", "0.25", "-r", "64", "--format", "onnx", "--dynamic-batch", "-o", str(tmp_path / "m.onnx")
+    ).stdout
     assert "largest difference from PyTorch" in out
     rows = json.loads(
         run_cli("bench", "-a", "0.25", "-r", "64", "--backend", "eager", "onnxruntime", "-b", "1", "--iters", "3",
@@ -182,5 +184,7 @@ def test_int8_from_google_ranges_and_every_backend_agrees_on_photos(tmp_path):
         assert (got == want).all(), f"{backend}: {got.tolist()} vs eager {want.tolist()}"
     # the same through the CLI: export, then predict with the int8 file
     run_cli("export", "--weights", str(files[0]), "--format", "onnx-int8", "-o", str(tmp_path / "q.onnx"))
-    pred = json.loads(run_cli("predict", str(photos()[0].parent / "parrot.jpg"), "--weights", str(tmp_path / "q.onnx"), "--json").stdout)
+    pred = json.loads(
+        run_cli("predict", str(photos()[0].parent / "parrot.jpg"), "--weights", str(tmp_path / "q.onnx"), "--json").stdout
+    )
     assert pred[0]["predictions"][0]["label"] == "macaw"
