@@ -47,22 +47,35 @@ def to_float(images: np.ndarray) -> torch.Tensor:
 
 
 class LiteRTBatch:
-    """Google's runtime on a model (or the extractor + head pair) resized to a batch size."""
+    """Google's runtime on a model (or the extractor + head pair) for a batch of images.
+
+    The interpreter is resized to the batch where the graph allows it; the split 1.0-224 model's
+    head has a fixed reshape, so there each image is run in turn, as Google's examples do.
+    """
 
     def __init__(self, files: list[Path], batch: int, threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.stages = []
+        self.batched = True
         for f in files:
             it = Interpreter(model_path=str(f), num_threads=threads)
             detail = it.get_input_details()[0]
-            it.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
-            it.allocate_tensors()
-            self.stages.append(it)
+            try:
+                it.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
+                it.allocate_tensors()
+            except (RuntimeError, ValueError):
+                self.batched = False
+            self.stages.append((f, it))
+        if not self.batched:
+            self.stages = []
+            for f, _ in [(f, None) for f in files]:
+                it = Interpreter(model_path=str(f), num_threads=threads)
+                it.allocate_tensors()
+                self.stages.append((f, it))
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        x = images
-        for it in self.stages:
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        for _, it in self.stages:
             detail = it.get_input_details()[0]
             it.set_tensor(detail["index"], x.reshape(detail["shape"]))
             it.invoke()
@@ -70,6 +83,11 @@ class LiteRTBatch:
             x = it.get_tensor(out["index"])
         scale, zero = out["quantization"]
         return (x.reshape(x.shape[0], -1).astype(np.float64) - zero) * scale
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if self.batched:
+            return self._run(images)
+        return np.concatenate([self._run(images[i : i + 1]) for i in range(len(images))])
 
 
 def timm_peers(batch_sizes: list[int], workdir: Path) -> dict[str, object]:
@@ -107,7 +125,7 @@ def run_setting(name, files, batch, threads, rounds, calls, min_seconds, calibra
     ours = mobilenet_v1(weights=[str(f) for f in files]).eval()
     size = ours.config.resolution
     images = np.stack(varied_inputs(size, batch, seed=7))
-    x = to_float(images)
+    x = to_float(images).contiguous()  # every runtime gets the same ready NCHW array
     runners: dict[str, object] = {}
     for backend in ("eager", "compiled", "bf16", "onnxruntime", "int8", "openvino", "openvino-bf16", "openvino-int8"):
         if backend_available(backend) is None:
