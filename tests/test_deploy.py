@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mobilenet import mobilenet_v1
-from mobilenet.bench import format_per_layer, per_layer_profile, run_grid
+from mobilenet.bench import format_per_layer, per_layer_profile, plot_latency, run_grid
 from mobilenet.deploy import BACKENDS, backend_available, fold_batchnorm, optimize, settle_batchnorm
 from mobilenet.export import ExportedModel, export_model, load_exported, onnx_config
 
@@ -127,7 +127,7 @@ def test_per_layer_profile_covers_every_layer():
     assert "conv 1x1 (pointwise)" in format_per_layer(rows)
 
 
-def test_run_grid_reports_each_setting():
+def test_run_grid_reports_each_setting(tmp_path):
     seen = []
     rows = run_grid(
         lambda a, r: _model(width=a, size=r),
@@ -146,6 +146,7 @@ def test_run_grid_reports_each_setting():
         (r, b, k) for r in (64, 96) for b in (1, 2) for k in ("eager", "onnxruntime")
     }
     assert all(t.p10_ms <= t.median_ms <= t.p90_ms and t.gmacs_per_s > 0 for t in rows)
+    assert plot_latency(rows, tmp_path / "latency.png").stat().st_size > 1000
 
 
 def test_cli_export_bench_and_predict(tmp_path):
