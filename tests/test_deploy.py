@@ -19,6 +19,14 @@ from .test_cli import run_cli
 ort = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """optimize(threads=...) sets PyTorch's thread count, as a deployment wants; tests put it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(width: float = 0.25, size: int = 96, padding: str = "tf", classes: int = 17) -> torch.nn.Module:
     """A random-init model with non-trivial BN statistics (so a folding mistake shows)."""
     torch.manual_seed(0)
@@ -68,11 +76,9 @@ def test_bf16_backend_is_close():
     assert torch.nn.functional.cosine_similarity(got, want).min() > 0.98
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
-@pytest.mark.parametrize("dynamic", [False, True])
+# (A traced TorchScript module has no dynamic-batch option: it takes any batch as it is.)
+@pytest.mark.parametrize("fmt,dynamic", [("onnx", False), ("onnx", True), ("torchscript", False), ("pt2", False), ("pt2", True)])
 def test_export_roundtrip(tmp_path, fmt, dynamic):
-    if fmt == "torchscript" and dynamic:
-        pytest.skip("a traced TorchScript module takes any batch; nothing extra to test")
     model = _model(size=128)
     path = export_model(model, tmp_path / f"m.{fmt}", fmt, dynamic_batch=dynamic)
     x = _inputs(128, n=3 if dynamic else 1)
