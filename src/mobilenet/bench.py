@@ -237,17 +237,42 @@ def format_timing(t: Timing) -> str:
 
 
 def plot_latency(rows: Sequence[Timing], path: Any) -> Any:
-    """Latency against Mult-Adds over the α x ρ grid, one line per α (batch and threads: the first row's)."""
-    from .plots import plot_tradeoff
+    """Latency against Mult-Adds over the α x ρ grid (log-log): a line per backend and α, each point
+    labelled by its resolution. Batch size and threads: those of the first row."""
+    from .plots import _pyplot, _save
 
+    plt = _pyplot()
     first = rows[0]
-    by_backend: dict[str, list[dict[str, Any]]] = {}
-    for t in rows:
-        if t.batch_size == first.batch_size and t.threads == first.threads:
-            by_backend.setdefault(t.backend, []).append(
-                {"width_mult": t.width_mult, "resolution": t.resolution, "mult_adds": t.mult_adds, "latency_ms": t.median_ms}
+    chosen = [t for t in rows if t.batch_size == first.batch_size and t.threads == first.threads]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    backends = list(dict.fromkeys(t.backend for t in chosen))
+    for b_index, backend in enumerate(backends):
+        for alpha in sorted({t.width_mult for t in chosen if t.backend == backend}, reverse=True):
+            pts = sorted((t for t in chosen if t.backend == backend and t.width_mult == alpha), key=lambda t: t.mult_adds)
+            ax.plot(
+                [t.mult_adds / 1e6 for t in pts],
+                [t.median_ms for t in pts],
+                marker="osD^v<>x"[b_index % 8],
+                color=f"C{b_index % 10}",
+                alpha=0.5 + 0.5 * alpha / max(t.width_mult for t in chosen),
+                label=f"{backend}, α = {alpha:g}",
             )
-    backend, points = next(iter(by_backend.items()))
-    return plot_tradeoff(
-        points, path, y="latency_ms", ylabel=f"latency, ms ({backend}, batch {first.batch_size}, {first.threads} threads)"
+            for t in pts:
+                ax.annotate(
+                    str(t.resolution), (t.mult_adds / 1e6, t.median_ms), textcoords="offset points", xytext=(4, 4), fontsize=7
+                )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(
+        xlabel="Mult-Adds (millions)",
+        ylabel="median latency (ms)",
+        title=f"MobileNet v1 latency vs Mult-Adds (batch {first.batch_size}, {first.threads} threads)",
     )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

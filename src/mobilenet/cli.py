@@ -310,50 +310,46 @@ def _export(args: argparse.Namespace) -> None:
 
 @_command("bench")
 def _bench(args: argparse.Namespace) -> int:
+    import torch
+
     from .bench import format_per_layer, format_timing, format_timings, per_layer_profile, plot_latency, run_grid
 
-    widths = args.width_mult or [None]
-    resolutions = args.resolution or [None]
-
-    def build(alpha: float | None, res: int | None) -> Any:
-        return _model_for(args, alpha, res)
+    if args.weights and args.width_mult:
+        raise ValueError("--width-mult is for random-init models; the weights fix α (drop one of the two)")
+    if args.threads:
+        torch.set_num_threads(args.threads[0])
+    first = _model_for(args, args.width_mult[0] if args.width_mult else None, args.resolution[0] if args.resolution else None)
+    widths = args.width_mult or [first.config.width_mult]
+    resolutions = args.resolution or [first.config.resolution]
 
     if args.per_layer:
-        import torch
-
-        if args.threads:
-            torch.set_num_threads(args.threads[0])
-        model = build(widths[0], resolutions[0])
-        res = resolutions[0] or model.config.resolution
-        rows = per_layer_profile(model, torch.rand(args.batch_size[0], model.config.in_chans, res, res) * 2 - 1)
+        res, batch = resolutions[0], args.batch_size[0]
+        rows = per_layer_profile(first, torch.rand(batch, first.config.in_chans, res, res) * 2 - 1)
         if args.json:
             _print_json(rows)
         else:
-            print(
-                f"eager PyTorch (BN folded, channels_last), α={model.config.width_mult:g}, {res} px, batch {args.batch_size[0]}"
-            )
+            print(f"eager PyTorch (BN folded, channels_last), α={first.config.width_mult:g}, {res} px, batch {batch}")
             print(format_per_layer(rows))
         return 0
-    if not args.json:
-        print(format_timings([]))
+
+    def build(alpha: float, res: int) -> Any:
+        # With --weights there is one model; the resolution only sets the input (the net is fully convolutional).
+        return first if args.weights or (alpha, res) == (widths[0], resolutions[0]) else _model_for(args, alpha, res)
 
     def calibration(res: int) -> list[Any]:
-        import torch
-
         if args.calibration:
             return _calibration(args, None, res)
         print("note: int8 calibrated on random inputs (speed only); pass --calibration DIR for a usable model", file=sys.stderr)
-        return [torch.rand(8, 3, res, res) * 2 - 1 for _ in range(4)]
+        return [torch.rand(8, first.config.in_chans, res, res) * 2 - 1 for _ in range(4)]
 
-    first = build(widths[0], resolutions[0])
-    widths = [w or first.config.width_mult for w in widths]
-    resolutions = [r or first.config.resolution for r in resolutions]
+    if not args.json:
+        print(format_timings([]))
     results = run_grid(
-        lambda a, r: build(a, r) if not args.weights else first,
-        widths=widths if not args.weights else [first.config.width_mult],
+        build,
+        widths=widths,
         resolutions=resolutions,
         batch_sizes=args.batch_size,
-        threads=args.threads or [__import__("torch").get_num_threads()],
+        threads=args.threads or [torch.get_num_threads()],
         backends=args.backend,
         calibration=calibration,
         warmup=args.warmup,
