@@ -178,6 +178,7 @@ def run_grid(
     threads: Sequence[int],
     backends: Sequence[str],
     calibration: Callable[[int], list[Tensor]] | None = None,
+    activation_ranges: dict[str, tuple[float, int]] | None = None,
     warmup: int = 10,
     iters: int = 50,
     min_seconds: float = 1.0,
@@ -186,8 +187,8 @@ def run_grid(
 ) -> list[Timing]:
     """Times every backend over the α x resolution x batch x threads grid.
 
-    ``build(α, resolution)`` makes the model; ``calibration(resolution)`` gives int8 calibration
-    batches. A backend that is not installed is reported once through ``skipped`` and left out.
+    ``build(α, resolution)`` makes the model; int8 backends take ``activation_ranges`` (a TF Lite
+    model's own) if given, else ``calibration(resolution)`` batches. A backend that is not installed is reported once through ``skipped`` and left out.
     """
     from .deploy import backend_available, optimize
 
@@ -204,8 +205,16 @@ def run_grid(
         for res in resolutions:
             model = build(alpha, res)
             for backend in usable:
-                calib = calibration(res) if calibration and "int8" in backend else None
-                predictor = optimize(model, backend, threads=max(threads), calibration=calib, resolution=res)  # type: ignore[arg-type]
+                int8 = "int8" in backend
+                calib = calibration(res) if calibration and int8 and activation_ranges is None else None
+                predictor = optimize(
+                    model,  # type: ignore[arg-type]
+                    backend,
+                    threads=max(threads),
+                    calibration=calib,
+                    activation_ranges=activation_ranges if int8 else None,
+                    resolution=res,
+                )
                 for n_threads in threads:
                     runner = predictor.with_threads(n_threads)
                     for batch in batch_sizes:

@@ -342,10 +342,17 @@ def _bench(args: argparse.Namespace) -> int:
         print("note: int8 calibrated on random inputs (speed only); pass --calibration DIR for a usable model", file=sys.stderr)
         return [torch.rand(8, first.config.in_chans, res, res) * 2 - 1 for _ in range(4)]
 
+    ranges = None
+    tflite = [w for w in (args.weights or []) if w.lower().endswith(".tflite")]
+    if tflite and not args.calibration and any("int8" in b for b in args.backend):
+        from .weights.tflite import activation_quantization
+
+        ranges = activation_quantization(tflite)  # Google's own int8 ranges: a realistic int8 model
     if not args.json:
         print(format_timings([]))
     results = run_grid(
         build,
+        activation_ranges=ranges,
         widths=widths,
         resolutions=resolutions,
         batch_sizes=args.batch_size,
