@@ -195,3 +195,13 @@ def test_int8_from_google_ranges_and_every_backend_agrees_on_photos(tmp_path):
         run_cli("predict", str(photos()[0].parent / "parrot.jpg"), "--weights", str(tmp_path / "q.onnx"), "--json").stdout
     )
     assert pred[0]["predictions"][0]["label"] == "macaw"
+
+
+def test_missing_export_extra_names_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(RuntimeError, match=r"pip install 'mobilenet\[export\]'"):
+        export_model(_model(), tmp_path / "m.onnx", "onnx")
+    assert "pip install" in backend_available("onnxruntime")

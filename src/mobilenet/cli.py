@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(_COMMANDS[args.command](args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as exc:
         # Library errors are written for people; show them without a traceback.
         print(f"mobilenet {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -42,6 +42,15 @@ FORMATS: tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "pt2")
 DEFAULT_SUFFIX = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
 
 
+def _require(*modules: str, purpose: str) -> None:
+    """A clear error naming the extra to install, instead of an ImportError from deep inside."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"{purpose} needs {', '.join(missing)}, which is not installed: pip install 'mobilenet[export]'")
+
+
 def _config(model: nn.Module) -> MobileNetConfig:
     config = getattr(model, "config", None)
     if not isinstance(config, MobileNetConfig):
@@ -68,6 +77,7 @@ def export_onnx(
     The spatial size is fixed (``resolution``, default the model's), so TF 'SAME' pads become
     constants that ONNX Runtime fuses into the convs; ``dynamic_batch`` leaves N free.
     """
+    _require("onnx", "onnxscript", purpose="ONNX export")
     config = _config(model)
     model = model.eval()
     example = _example(model, resolution, batch=2 if dynamic_batch else 1)
@@ -214,6 +224,7 @@ def quantize_onnx(
     quantized model instead of calibrating: the int8 model then rounds where Google's runtime
     rounds, and needs no calibration images.
     """
+    _require("onnx", "onnxruntime", purpose="int8 quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -317,6 +328,7 @@ def load_exported(path: str | os.PathLike[str], *, threads: int | None = None) -
     if not path.exists():
         raise FileNotFoundError(f"exported model {str(path)!r} does not exist")
     if path.suffix == ".onnx":
+        _require("onnxruntime", purpose="running an ONNX file")
         from .deploy import OnnxRuntimePredictor
 
         return OnnxRuntimePredictor(path, "onnxruntime", threads)
