@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -12,17 +14,23 @@ from mobilenet.train import TrainConfig, train
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
+@contextlib.contextmanager
+def full_fp32():
+    """No TF32 in convolutions and matmuls, so GPU and CPU results can be compared tightly."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def test_forward_on_gpu_matches_cpu():
     model = settle_batchnorm(mobilenet_v1(width_mult=0.5, activation="relu6", padding="tf", num_classes=100), 160).eval()
     x = torch.rand(4, 3, 161, 160) * 2 - 1  # an odd side: the TF pads differ per parity
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False  # full fp32 convolutions, so the comparison can be tight
-    try:
-        with torch.no_grad():
-            want = model(x)
-            gpu = model.cuda()(x.cuda()).cpu()
-    finally:
-        torch.backends.cudnn.allow_tf32 = tf32
+    with full_fp32(), torch.no_grad():
+        want = model(x)
+        gpu = model.cuda()(x.cuda()).cpu()
     torch.testing.assert_close(gpu, want, rtol=1e-4, atol=1e-4)
     with torch.no_grad():
         fast = fold_batchnorm(model).to(dtype=torch.bfloat16, memory_format=torch.channels_last)
@@ -60,3 +68,21 @@ def test_training_on_gpu_with_amp_learns(tmp_path):
     assert summary["val_top1"] > 0.7
     again = mobilenet_v1(weights=tmp_path / "best.safetensors")  # GPU-trained weights load on the CPU
     assert again.config.num_classes == 10
+
+
+def test_optimize_on_gpu():
+    from mobilenet.deploy import optimize
+
+    model = settle_batchnorm(mobilenet_v1(width_mult=0.5, activation="relu6", padding="tf"), 160).eval()
+    x = torch.rand(4, 3, 160, 160) * 2 - 1
+    with torch.no_grad():
+        want = model(x)
+    model = model.cuda()
+    with full_fp32():
+        for backend in ("eager", "compiled"):
+            got = optimize(model, backend)(x).cpu()  # a CPU batch goes to the model's device
+            torch.testing.assert_close(got, want, rtol=2e-4, atol=2e-4)
+    got = optimize(model, "bf16")(x).cpu()
+    assert torch.nn.functional.cosine_similarity(got, want).min() > 0.98
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        optimize(model, "onnxruntime")

@@ -116,12 +116,18 @@ class Predictor:
 
 
 class TorchPredictor(Predictor):
-    def __init__(self, module: nn.Module, backend: str, *, channels_last: bool, dtype: torch.dtype = torch.float32) -> None:
-        self.module, self.backend, self.channels_last, self.dtype = module, backend, channels_last, dtype
+    """PyTorch on the model's own device (CPU or GPU); inputs are moved there, logits come back
+    as float32 on that device."""
+
+    def __init__(
+        self, module: nn.Module, backend: str, *, channels_last: bool, dtype: torch.dtype = torch.float32, device: torch.device
+    ) -> None:
+        self.module, self.backend, self.channels_last, self.dtype, self.device = module, backend, channels_last, dtype, device
 
     @torch.inference_mode()
     def __call__(self, x: Tensor) -> Tensor:
-        x = x.to(dtype=self.dtype, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = x.to(self.device, dtype=self.dtype, memory_format=layout, non_blocking=True)
         return self.module(x).float()
 
 
@@ -194,6 +200,11 @@ def optimize(
     problem = backend_available(backend)
     if problem:
         raise ValueError(problem)
+    device = next(model.parameters()).device
+    if device.type != "cpu" and backend not in ("eager", "compiled", "bf16"):
+        raise ValueError(
+            f"backend {backend!r} runs on the CPU; move the model there first (model.cpu()), or use eager, compiled or bf16"
+        )
     if threads:
         torch.set_num_threads(threads)
     folded = fold_batchnorm(model)
@@ -207,7 +218,7 @@ def optimize(
             # Freezing turns the weights into constants, so Inductor can pre-pack them for oneDNN
             # and fold the bias and ReLU6 into the conv primitive. One graph per input shape.
             module = torch.compile(folded, dynamic=False, options={"freezing": True})
-        return TorchPredictor(module, backend, channels_last=True, dtype=dtype)  # type: ignore[arg-type]
+        return TorchPredictor(module, backend, channels_last=True, dtype=dtype, device=device)  # type: ignore[arg-type]
 
     from .export import export_onnx, quantize_onnx
 
