@@ -106,8 +106,13 @@ def timm_peers(batch_sizes: list[int], workdir: Path) -> dict[str, object]:
     return {"model": model.to(memory_format=torch.channels_last), "onnx": path}
 
 
-def time_round(fn, calls: int, min_seconds: float) -> float:
-    fn()
+def time_round(fn, calls: int, min_seconds: float, settle: float) -> float:
+    # Every runtime here keeps worker threads that spin for a while after their last call (OpenMP,
+    # ONNX Runtime, XNNPACK); on 2 cores they would slow whichever backend runs next, so each
+    # slice starts after a pause and three untimed calls.
+    time.sleep(settle)
+    for _ in range(3):
+        fn()
     times = []
     start = time.perf_counter()
     while len(times) < calls or time.perf_counter() - start < min_seconds:
@@ -117,7 +122,7 @@ def time_round(fn, calls: int, min_seconds: float) -> float:
     return statistics.median(times)
 
 
-def run_setting(name, files, batch, threads, rounds, calls, min_seconds, calibration, workdir):
+def run_setting(name, files, batch, threads, rounds, calls, min_seconds, settle, calibration, workdir):
     """Median ms per backend and per-round ratios for one (model, batch, threads) setting."""
     import onnxruntime as ort
 
@@ -154,7 +159,7 @@ def run_setting(name, files, batch, threads, rounds, calls, min_seconds, calibra
     for _ in range(rounds):
         for key, fn in runners.items():
             torch.set_num_threads(threads)
-            per_round[key].append(time_round(fn, calls, min_seconds) * 1e3)
+            per_round[key].append(time_round(fn, calls, min_seconds, settle) * 1e3)
     return per_round
 
 
@@ -218,6 +223,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calls", type=int, default=10, help="timed calls per backend per round (at least)")
     p.add_argument("--min-seconds", type=float, default=0.3, help="and at least this long per backend per round")
+    p.add_argument("--settle", type=float, default=0.5, help="idle seconds before each backend's slice")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--models", nargs="+", default=["1.0-224", "0.25-128"])
@@ -246,7 +252,7 @@ def main() -> None:
         for batch in args.batch:
             for threads in args.threads:
                 per_round = run_setting(
-                    name, files, batch, threads, args.rounds, args.calls, args.min_seconds, calibration, workdir
+                    name, files, batch, threads, args.rounds, args.calls, args.min_seconds, args.settle, calibration, workdir
                 )
                 if header is None:
                     header = list(per_round)
