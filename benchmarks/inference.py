@@ -67,9 +67,9 @@ class LiteRTBatch:
             except (RuntimeError, ValueError):
                 self.batched = False
             self.stages.append((f, it))
-        if not self.batched:
+        if not self.batched:  # fresh interpreters at their own batch size of 1
             self.stages = []
-            for f, _ in [(f, None) for f in files]:
+            for f in files:
                 it = Interpreter(model_path=str(f), num_threads=threads)
                 it.allocate_tensors()
                 self.stages.append((f, it))

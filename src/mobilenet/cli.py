@@ -253,6 +253,17 @@ def _calibration(args: argparse.Namespace, config: Any, resolution: int) -> list
     )
 
 
+def _tflite_ranges(args: argparse.Namespace) -> dict[str, tuple[float, int]] | None:
+    """Google's quantized TF Lite weights already say where each activation's uint8 range lies;
+    int8 uses them unless the user asks to calibrate."""
+    tflite = [w for w in (args.weights or []) if w.lower().endswith(".tflite")]
+    if not tflite or args.calibration:
+        return None
+    from .weights.tflite import activation_quantization
+
+    return activation_quantization(tflite)
+
+
 @_command("export")
 def _export(args: argparse.Namespace) -> None:
     import torch
@@ -269,12 +280,8 @@ def _export(args: argparse.Namespace) -> None:
         out = Path(stem + DEFAULT_SUFFIX[args.format])
     calibration, ranges = None, None
     if args.format == "onnx-int8":
-        tflite = [w for w in (args.weights or []) if w.lower().endswith(".tflite")]
-        if tflite and not args.calibration:
-            # Google's quantized model already says where each activation's uint8 range lies.
-            from .weights.tflite import activation_quantization
-
-            ranges = activation_quantization(tflite)
+        ranges = _tflite_ranges(args)
+        if ranges is not None:
             print("int8 activation ranges: the TF Lite file's own (pass --calibration DIR to calibrate instead)")
         else:
             calibration = _calibration(args, config, resolution)
@@ -342,12 +349,7 @@ def _bench(args: argparse.Namespace) -> int:
         print("note: int8 calibrated on random inputs (speed only); pass --calibration DIR for a usable model", file=sys.stderr)
         return [torch.rand(8, first.config.in_chans, res, res) * 2 - 1 for _ in range(4)]
 
-    ranges = None
-    tflite = [w for w in (args.weights or []) if w.lower().endswith(".tflite")]
-    if tflite and not args.calibration and any("int8" in b for b in args.backend):
-        from .weights.tflite import activation_quantization
-
-        ranges = activation_quantization(tflite)  # Google's own int8 ranges: a realistic int8 model
+    ranges = _tflite_ranges(args) if any("int8" in b for b in args.backend) else None
     if not args.json:
         print(format_timings([]))
     results = run_grid(

@@ -58,6 +58,11 @@ def _config(model: nn.Module) -> MobileNetConfig:
     return config
 
 
+def _config_json(config: MobileNetConfig, example: Tensor) -> str:
+    """The config an export carries: the model's, with the input size it was exported at."""
+    return json.dumps(config.replace(resolution=example.shape[-1]).to_dict())
+
+
 def _example(model: nn.Module, resolution: int | None, batch: int = 1) -> Tensor:
     config = _config(model)
     size = resolution or config.resolution
@@ -94,7 +99,7 @@ def export_onnx(
             opset_version=opset,
             verbose=False,
         )
-    program.model.metadata_props[CONFIG_KEY] = json.dumps(config.replace(resolution=example.shape[-1]).to_dict())
+    program.model.metadata_props[CONFIG_KEY] = _config_json(config, example)
     # One self-contained file: MobileNet v1 is far below ONNX's 2 GB limit for inline weights.
     return atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
 
@@ -103,11 +108,7 @@ def onnx_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
     """The config an ONNX file was exported with, or None if it carries none."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    for prop in model.metadata_props:
-        if prop.key == CONFIG_KEY:
-            return MobileNetConfig.from_dict(json.loads(prop.value))
-    return None
+    return onnx_config_from_model(onnx.load(str(path), load_external_data=False))
 
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike[str], *, resolution: int | None = None) -> Path:
@@ -119,7 +120,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike[str], *, resolu
         # what many C++ and mobile deployments load, so we keep offering it.
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model.eval(), example, check_trace=False)
-        extra = {CONFIG_KEY: json.dumps(config.replace(resolution=example.shape[-1]).to_dict())}
+        extra = {CONFIG_KEY: _config_json(config, example)}
         return atomic_write(path, lambda tmp: torch.jit.save(traced, tmp, _extra_files=extra))
 
 
@@ -131,7 +132,7 @@ def export_pt2(
     example = _example(model, resolution, batch=2 if dynamic_batch else 1)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
     program = torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic_shapes)
-    extra = {CONFIG_KEY: json.dumps(config.replace(resolution=example.shape[-1]).to_dict())}
+    extra = {CONFIG_KEY: _config_json(config, example)}
     return atomic_write(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra))
 
 
