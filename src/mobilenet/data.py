@@ -1,8 +1,11 @@
-"""Datasets and transforms: the built-in digits set, ImageFolder trees, and the paper's preprocessing.
+"""Datasets and transforms: the built-in digits set, ImageFolder trees, and each weights' preprocessing.
 
-Preprocessing follows Google's weights: pixels scaled to [-1, 1]; evaluation resizes so that a
-central crop of 87.5% of the image is taken at the model's resolution. Training uses random
-resized crops with a limited small-crop range (the paper uses less aggressive augmentation than
+A model's config says how its inputs are made (:data:`mobilenet.spec.PREPROCESSES`): Google's
+weights were evaluated with TF-slim's inception preprocessing (the central 87.5% of the height and
+of the width, resized to S x S, pixels scaled to [-1, 1]); models of our own default to
+torchvision's resize-then-centre-crop; timm's weights want ImageNet's mean and std.
+:func:`transforms_for` turns a config into its evaluation transform. Training uses random resized
+crops with a limited small-crop range (the paper uses less aggressive augmentation than
 Inception) and horizontal flips.
 """
 
@@ -26,13 +29,16 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 __all__ = [
     "CENTER_CROP",
+    "CentralCropResize",
     "DataSplit",
     "DigitsDataset",
     "SafeImageFolder",
     "eval_transform",
     "load_data",
+    "open_rgb",
     "skip_bad_collate",
     "train_transform",
+    "transforms_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,24 +49,98 @@ STD = (0.5, 0.5, 0.5)
 MIN_CROP_SCALE = 0.25
 
 
-def train_transform(resolution: int, *, flip: bool = True) -> T.Compose:
+def train_transform(resolution: int, *, flip: bool = True, mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> T.Compose:
     steps: list[Any] = [T.RandomResizedCrop(resolution, scale=(MIN_CROP_SCALE, 1.0), antialias=True)]
     if flip:
         steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), T.Normalize(MEAN, STD)]
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
 
 
-def eval_transform(resolution: int, crop: float = CENTER_CROP) -> T.Compose:
-    """Resize the short side to ``resolution / crop``, then take the central ``resolution`` square."""
-    return T.Compose(
-        [
+class CentralCropResize:
+    """TF-slim's evaluation crop: the central ``fraction`` of the height and of the width
+    (``tf.image.central_crop``'s box), resized bilinearly to ``size`` x ``size``. The aspect ratio is
+    not kept, so a wide photo is squeezed, as it was when Google measured its weights' accuracy."""
+
+    def __init__(self, size: int, fraction: float = CENTER_CROP) -> None:
+        self.size, self.fraction = size, fraction
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        top, left = int((h - h * self.fraction) / 2), int((w - w * self.fraction) / 2)
+        # PIL crops and resizes in one pass, filtering over the whole box (antialiased), which is
+        # closer to the photo than TF1's point-sampled resize_bilinear on large downscales.
+        return img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, w - left, h - top))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, fraction={self.fraction})"
+
+
+def eval_transform(
+    resolution: int,
+    crop: float = CENTER_CROP,
+    *,
+    preprocess: str = "torchvision",
+    mean: Sequence[float] = MEAN,
+    std: Sequence[float] = STD,
+) -> T.Compose:
+    """``preprocess="torchvision"``: resize the short side to ``resolution / crop``, take the central
+    square. ``"tf"``: :class:`CentralCropResize`. Then scale to ``(x - mean) / std``."""
+    if preprocess == "tf":
+        resize: list[Any] = [CentralCropResize(resolution, crop)]
+    elif preprocess == "torchvision":
+        resize = [
             T.Resize(round(resolution / crop), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
             T.CenterCrop(resolution),
-            T.ToTensor(),
-            T.Normalize(MEAN, STD),
         ]
+    else:
+        raise ValueError(f"preprocess={preprocess!r} is not supported; choose 'tf' or 'torchvision'")
+    return T.Compose([*resize, T.ToTensor(), T.Normalize(mean, std)])
+
+
+def transforms_for(
+    config: Any, *, preprocess: str | None = None, crop: float | None = None, resolution: int | None = None
+) -> T.Compose:
+    """The evaluation transform a model's config asks for; ``preprocess``/``crop``/``resolution`` override it."""
+    return eval_transform(
+        resolution or config.resolution,
+        config.crop_pct if crop is None else crop,
+        preprocess=preprocess or config.preprocess,
+        mean=config.mean,
+        std=config.std,
     )
+
+
+_DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Decodes an image file to 8-bit RGB, or raises ``ValueError`` naming the file.
+
+    16-bit images (PNG, TIFF) are scaled to 8 bits, as torchvision's ``decode_png`` and
+    ``ToDtype(torch.uint8, scale=True)`` would; PIL's own ``convert("RGB")`` clips them to white.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+                import numpy as np
+
+                pixels = np.asarray(img, dtype=np.float64)
+                high = 65535.0 if img.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+                img = Image.fromarray(np.clip(pixels / high * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+            elif img.mode == "F":
+                import numpy as np
+
+                pixels = np.asarray(img, dtype=np.float64)
+                img = Image.fromarray(
+                    np.clip(pixels * (255.0 if pixels.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8), "L"
+                )
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {str(path)!r} does not exist") from None
+    except _DECODE_ERRORS as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from None
 
 
 class DigitsDataset(Dataset):
@@ -123,7 +203,8 @@ class SafeImageFolder(Dataset):
     def __init__(self, root: str | os.PathLike[str], transform: Any = None, classes: Sequence[str] | None = None) -> None:
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"data folder {str(root)!r} does not exist; expected {root}/<class>/<image> files")
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise FileNotFoundError(f"data folder {str(root)!r} {what}; expected {root}/<class>/<image> files")
         found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not found:
             raise ValueError(f"data folder {str(root)!r} has no class subfolders; expected {root}/<class>/<image> files")
@@ -158,9 +239,8 @@ class SafeImageFolder(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, int] | None:
         path, target = self.samples[i]
         try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            img = open_rgb(path)
+        except (OSError, ValueError) as exc:
             warnings.warn(f"skipping unreadable image {path}: {exc}", stacklevel=1)
             return None
         return (self.transform(img) if self.transform else img), target
@@ -184,10 +264,19 @@ class DataSplit:
     name: str
 
 
-def load_data(data: str | os.PathLike[str] | None, resolution: int, *, seed: int = 0, val_fraction: float = 0.2) -> DataSplit:
+def load_data(
+    data: str | os.PathLike[str] | None,
+    resolution: int,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    train_tf: Any = None,
+    eval_tf: Any = None,
+) -> DataSplit:
     """The built-in digits (``data=None``) or an ImageFolder tree: ``DIR/train/<class>/*`` and
     ``DIR/val/<class>/*``; without ``val/`` (or with class folders directly under DIR), a seeded
-    split of the images."""
+    split of the images. ``train_tf``/``eval_tf`` default to :func:`train_transform` and
+    :func:`eval_transform` at ``resolution``."""
     if data is None:
         return DataSplit(
             DigitsDataset("train", resolution, seed=seed, val_fraction=val_fraction),
@@ -195,19 +284,23 @@ def load_data(data: str | os.PathLike[str] | None, resolution: int, *, seed: int
             DigitsDataset.classes,
             "digits",
         )
+    train_tf = train_tf or train_transform(resolution)
+    eval_tf = eval_tf or eval_transform(resolution)
     root = Path(data)
-    if not root.is_dir():
+    if not root.exists():
         raise FileNotFoundError(f"data folder {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"data {str(root)!r} is a file; pass a folder holding train/<class>/* and val/<class>/*")
     if (root / "train").is_dir():
-        train = SafeImageFolder(root / "train", train_transform(resolution))
+        train = SafeImageFolder(root / "train", train_tf)
         if (root / "val").is_dir():
-            val = SafeImageFolder(root / "val", eval_transform(resolution), classes=train.classes)
+            val = SafeImageFolder(root / "val", eval_tf, classes=train.classes)
             return DataSplit(train, val, train.classes, str(root))
         base = root / "train"
     else:
         base = root
-    full_train = SafeImageFolder(base, train_transform(resolution))
-    full_val = SafeImageFolder(base, eval_transform(resolution), classes=full_train.classes)
+    full_train = SafeImageFolder(base, train_tf)
+    full_val = SafeImageFolder(base, eval_tf, classes=full_train.classes)
     from sklearn.model_selection import train_test_split
 
     idx = list(range(len(full_train)))
@@ -221,31 +314,37 @@ def load_data(data: str | os.PathLike[str] | None, resolution: int, *, seed: int
     )
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
-
-
 def image_batches(
-    folder: str | os.PathLike[str], resolution: int, *, limit: int = 256, batch_size: int = 32, seed: int = 0
+    folder: str | os.PathLike[str],
+    resolution: int,
+    *,
+    limit: int = 256,
+    batch_size: int = 32,
+    seed: int = 0,
+    transform: Any = None,
 ) -> list[Tensor]:
     """Up to ``limit`` images from anywhere under ``folder`` (a seeded sample), preprocessed for
-    evaluation and batched: calibration data for int8. Unreadable files are skipped."""
+    evaluation (``transform``, default :func:`eval_transform`) and batched: calibration data for
+    int8. Unreadable files are skipped."""
     import random
 
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"calibration image count {limit!r} must be an integer >= 1 (a few hundred is typical)")
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"calibration folder {str(root)!r} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"calibration folder {str(root)!r} {what}; pass a folder of sample images")
+    files = sorted(p for p in root.rglob("*") if _is_image(p.name) and p.is_file())
     random.Random(seed).shuffle(files)
-    transform = eval_transform(resolution)
+    transform = transform or eval_transform(resolution)
     images: list[Tensor] = []
     for path in files:
         if len(images) >= limit:
             break
         try:
-            with Image.open(path) as img:
-                images.append(transform(img.convert("RGB")))
-        except (OSError, UnidentifiedImageError, ValueError):
+            images.append(transform(open_rgb(path)))
+        except (OSError, ValueError):
             continue
     if not images:
-        raise ValueError(f"{root} holds no readable images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"{root} holds no readable images ({', '.join(IMG_EXTENSIONS)})")
     return [torch.stack(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]

@@ -72,8 +72,10 @@ def evaluate(
     }
 
 
-def evaluation_data(model: nn.Module, data: str | None, *, batch_size: int = 64, workers: int = 0) -> tuple[Any, int, list[str]]:
-    """A loader for ``model`` on ``data`` with the model's own preprocessing.
+def evaluation_data(
+    model: nn.Module, data: str | None, *, batch_size: int = 64, workers: int = 0, preprocess: str | None = None
+) -> tuple[Any, int, list[str]]:
+    """A loader for ``model`` on ``data`` with the model's own preprocessing (``preprocess`` overrides it).
 
     Returns (loader, label_offset, class names in dataset order). Folders are matched to the
     model's classes by name: the model's ``class_names`` for fine-tuned models, or WordNet ids
@@ -81,7 +83,7 @@ def evaluation_data(model: nn.Module, data: str | None, *, batch_size: int = 64,
     """
     from torch.utils.data import DataLoader
 
-    from .data import DigitsDataset, SafeImageFolder, eval_transform, skip_bad_collate
+    from .data import DigitsDataset, SafeImageFolder, skip_bad_collate, transforms_for
     from .labels import imagenet_wnids
 
     config = model.config  # type: ignore[attr-defined]
@@ -95,7 +97,7 @@ def evaluation_data(model: nn.Module, data: str | None, *, batch_size: int = 64,
     root = Path(data)
     if (root / "val").is_dir():
         root = root / "val"
-    folders = SafeImageFolder(root, eval_transform(config.resolution))
+    folders = SafeImageFolder(root, transforms_for(config, preprocess=preprocess))
     label_offset = 1 if config.num_classes == 1001 else 0
     if config.class_names is not None:
         names = list(config.class_names)

@@ -8,41 +8,50 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from .data import eval_transform
+from .data import open_rgb, transforms_for
 from .labels import class_names_for
+from .spec import check_crop_pct
 
 __all__ = ["load_image", "predict"]
 
-
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image {str(path)!r} does not exist") from None
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from None
+#: Kept for callers of the old name: decoding lives in :func:`mobilenet.data.open_rgb`.
+load_image = open_rgb
 
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module, images: Sequence[str | os.PathLike[str]], topk: int = 5, crop: float = 0.875
+    model: nn.Module,
+    images: Sequence[str | os.PathLike[str]],
+    topk: int = 5,
+    crop: float | None = None,
+    *,
+    preprocess: str | None = None,
 ) -> list[dict[str, Any]]:
     """[{image, predictions: [{index, label, probability}]}] for each image file.
 
-    For a 1001-class model, index 0 is "background": indices are the model's own, and background
-    is shown only when it is among the top k by its own probability, like any class.
+    The image is prepared as the model's config says (``preprocess``, ``crop_pct``, mean and std);
+    ``crop`` and ``preprocess`` override it. For a 1001-class model, index 0 is "background":
+    indices are the model's own, and background is shown only when it is among the top k by its
+    own probability, like any class.
     """
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"topk={topk!r} must be an integer >= 1 (how many labels to show per image)")
+    if crop is not None:
+        check_crop_pct(crop, "crop")
     config = model.config  # type: ignore[attr-defined]
+    if config.num_classes < 1:
+        raise ValueError(
+            "this model has no classifier (num_classes=0: it returns features); predict needs class scores. "
+            "Load weights with a classifier, or fine-tune one with mobilenet train --weights ..."
+        )
     names = class_names_for(config.num_classes, config.labels, config.class_names)
-    transform = eval_transform(config.resolution, crop)
+    transform = transforms_for(config, preprocess=preprocess, crop=crop)
     model.eval()
     results = []
     for path in images:
-        x = transform(load_image(path)).unsqueeze(0)
+        x = transform(open_rgb(path)).unsqueeze(0)
         probs = model(x).float().softmax(1)[0]
         top = probs.topk(min(topk, probs.numel()))
         results.append(

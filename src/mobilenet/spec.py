@@ -16,6 +16,7 @@ __all__ = [
     "MAX_WIDTH_MULT",
     "MIN_RESOLUTION",
     "PADDINGS",
+    "PREPROCESSES",
     "TABLE1",
     "VARIANTS",
     "Block",
@@ -36,6 +37,11 @@ ACTIVATIONS: tuple[str, ...] = ("relu", "relu6")
 #: MobileNet, which pads strided depthwise convs by a fixed (0, 1) instead of SAME; the two differ
 #: only where such a conv sees an odd-sized map (never at 128, 160, 192 or 224 px).
 PADDINGS: tuple[str, ...] = ("symmetric", "tf", "keras")
+#: How an evaluation image becomes the model's input. "tf": TF-slim's inception preprocessing, with
+#: which Google's weights were evaluated: keep the central ``crop_pct`` of the height and of the
+#: width, then resize to S x S (the aspect ratio is not kept). "torchvision": resize the short side
+#: to S / ``crop_pct`` and take the central S x S square.
+PREPROCESSES: tuple[str, ...] = ("tf", "torchvision")
 
 #: Smallest input side we accept. The net downsamples by 32; below that the last stages would see
 #: 1x1 maps made mostly of padding, which is never what a user meant.
@@ -159,6 +165,21 @@ def check_resolution(resolution: object, name: str = "resolution") -> tuple[int,
     return int(h), int(w)
 
 
+def check_crop_pct(crop_pct: object, name: str = "crop_pct") -> float:
+    """The central fraction of an image that evaluation keeps: a number in (0, 1]."""
+    if (
+        isinstance(crop_pct, bool)
+        or not isinstance(crop_pct, (int, float))
+        or not math.isfinite(crop_pct)
+        or not 0 < crop_pct <= 1
+    ):
+        raise ValueError(
+            f"{name}={crop_pct!r} must be a fraction in (0, 1]: the central part of the image to keep "
+            "(0.875 is Google's and torchvision's; 1.0 keeps the whole image)"
+        )
+    return float(crop_pct)
+
+
 def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
@@ -184,6 +205,12 @@ class MobileNetConfig:
     labels: str | None = None
     #: Class names, when the weights carry their own (fine-tuned models); otherwise looked up by ``labels``.
     class_names: tuple[str, ...] | None = field(default=None, compare=False)
+    #: The input pipeline the weights expect (see PREPROCESSES), and their normalization: pixels in
+    #: [0, 1] become ``(x - mean) / std``. Google's weights want [-1, 1]; timm's want ImageNet's.
+    preprocess: str = field(default="torchvision", compare=False)
+    crop_pct: float = field(default=0.875, compare=False)
+    mean: tuple[float, float, float] = field(default=(0.5, 0.5, 0.5), compare=False)
+    std: tuple[float, float, float] = field(default=(0.5, 0.5, 0.5), compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "width_mult", check_width_mult(self.width_mult))
@@ -198,6 +225,18 @@ class MobileNetConfig:
             raise ValueError(f"dropout={self.dropout!r} must be a probability in [0, 1)")
         if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
             raise ValueError(f"bn_eps={self.bn_eps!r} must be a positive number")
+        _check_choice("preprocess", self.preprocess, PREPROCESSES)
+        check_crop_pct(self.crop_pct)
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, (tuple, list)) and value and len(set(value)) == 1:
+                value = (value[0],) * self.in_chans  # one value for every channel (in_chans != 3)
+            ok = isinstance(value, (tuple, list)) and len(value) == self.in_chans
+            ok = ok and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+            if not ok or (name == "std" and min(value) <= 0):
+                positive = ", all > 0" if name == "std" else ""
+                raise ValueError(f"{name}={value!r} must be {self.in_chans} finite numbers (one per channel){positive}")
+            object.__setattr__(self, name, tuple(float(v) for v in value))
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(self.class_names))
             if len(self.class_names) != self.num_classes:

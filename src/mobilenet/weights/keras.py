@@ -155,6 +155,7 @@ def convert_keras_layers(
         padding="keras",
         bn_eps=1e-3,
         labels="imagenet1000" if num_classes == 1000 else None,
+        preprocess="tf",  # the files are TF-slim's checkpoints, evaluated with its inception preprocessing
     )
     return state, config
 

@@ -176,6 +176,7 @@ def load_tflite(
             activation=acts.pop(),
             padding="tf" if convs[0].padding == "tf" else "symmetric",
             labels="imagenet1001" if num_classes == 1001 else None,
+            preprocess="tf",  # TF-slim's inception preprocessing, with which Google measured these models
         )
     except ValueError as exc:
         raise WeightsFileError(f"{where}: not a MobileNet v1 network ({exc})") from None
