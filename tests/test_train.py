@@ -29,15 +29,17 @@ def cli(*args: str, **kw) -> subprocess.Popen:
 
 def test_no_weight_decay_on_depthwise_bn_or_bias():
     model = mobilenet_v1(width_mult=0.25, num_classes=10)
-    decay, no_decay = param_groups(model, 4e-5)
-    decayed = {id(p) for p in decay["params"]}
+    groups = param_groups(model, 4e-5, head_lr_mult=10.0)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    head = {id(p) for g in groups if g["lr_mult"] == 10.0 for p in g["params"]}
+    assert head == {id(model.classifier.weight), id(model.classifier.bias)}
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d):
             assert (id(module.weight) in decayed) == (module.groups == 1), name
         if isinstance(module, torch.nn.BatchNorm2d):
             assert id(module.weight) not in decayed and id(module.bias) not in decayed
     assert id(model.classifier.weight) in decayed and id(model.classifier.bias) not in decayed
-    assert no_decay["weight_decay"] == 0.0
+    assert {g["weight_decay"] for g in groups} == {0.0, 4e-5}
 
 
 @pytest.mark.slow

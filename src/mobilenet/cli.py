@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,81 +71,31 @@ def _paper(args: argparse.Namespace) -> int:
     return 0 if all(r.status != "DISAGREES" for r in rows) else 1
 
 
-# Settings for the built-in digits (8x8 images upscaled): a small, fast net that a new user sees
-# reach ~98% in well under a minute on 2 CPU cores. An ImageFolder run gets the paper's defaults.
-_DIGITS_DEFAULTS = {"width_mult": 0.5, "resolution": 32, "epochs": 25, "schedule": "cosine", "warmup": 1.0}
-_PAPER_DEFAULTS = {"width_mult": 1.0, "resolution": 224, "epochs": 10, "schedule": "exponential", "warmup": 0.0}
-
-
-def _train_config(args: argparse.Namespace, out: str | None = None, **override: Any) -> Any:
-    from .train import TrainConfig
-
-    defaults = _DIGITS_DEFAULTS if args.data is None else _PAPER_DEFAULTS
-    values = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-    values.update(override)
-    return TrainConfig(
-        data=args.data,
-        out=out or args.out,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing,
-        ema=args.ema,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        workers=args.workers,
-        seed=args.seed,
-        resume=args.resume,
-        weights=args.weights,
-        freeze_backbone=args.freeze_backbone,
-        teacher=args.teacher,
-        distill_temperature=args.distill_temperature,
-        distill_alpha=args.distill_alpha,
-        tensorboard=args.tensorboard,
-        activation=args.activation,
-        padding=args.padding,
-        dropout=args.dropout,
-        progress=not args.no_progress,
-        device=args.device,
-        **values,
-    )
+def _given(args: argparse.Namespace, names: Any) -> dict[str, Any]:
+    """The TrainConfig values the user typed: the CLI passes only those, the recipe fills the rest."""
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 @_command("train")
 def _train(args: argparse.Namespace) -> None:
-    from .train import train
+    from dataclasses import fields
 
-    train(_train_config(args))
+    from .train import TrainConfig, train
+
+    train(TrainConfig(**_given(args, [f.name for f in fields(TrainConfig)])))
 
 
 @_command("sweep")
 def _sweep(args: argparse.Namespace) -> None:
-    from pathlib import Path
+    from dataclasses import fields
 
-    from .plots import plot_tradeoff
-    from .train import train
+    from .train import TrainConfig, sweep
 
-    points = []
-    alphas = args.width_mult or [1.0, 0.75, 0.5, 0.25]
-    resolutions = args.resolution or ([32, 48, 64] if args.data is None else [224, 192, 160, 128])
-    for alpha in alphas:
-        for res in resolutions:
-            run_dir = Path(args.out) / f"a{alpha:g}_r{res}"
-            summary = train(_train_config(args, out=str(run_dir), width_mult=alpha, resolution=res))
-            points.append({"width_mult": alpha, "resolution": res, **summary})
-    rows = sorted(points, key=lambda p: p["mult_adds"])
-    table = ["| α | resolution | Mult-Adds (M) | params (M) | val top-1 |", "|---|---|---|---|---|"]
-    table += [
-        f"| {p['width_mult']:g} | {p['resolution']} | {p['mult_adds'] / 1e6:.1f} | {p['params'] / 1e6:.2f} | {p['val_top1']:.4f} |"
-        for p in rows
-    ]
-    (Path(args.out) / "sweep.md").write_text("\n".join(table) + "\n")
-    (Path(args.out) / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
-    plot = plot_tradeoff(rows, Path(args.out) / "sweep.png")
-    print("\n".join(table))
-    print(f"plot: {plot}")
+    given = _given(args, [f.name for f in fields(TrainConfig)])
+    widths, resolutions = given.pop("width_mult", None), given.pop("resolution", None)
+    result = sweep(TrainConfig(**given), widths=widths, resolutions=resolutions)
+    print(result["table"])
+    print(f"plot: {result['plot']}")
 
 
 @_command("eval")
@@ -151,7 +103,9 @@ def _eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate, evaluation_data
 
     model = _inference_model(args.weights)
-    loader, label_offset, classes = evaluation_data(model, args.data, batch_size=args.batch_size, workers=args.workers)
+    loader, label_offset, classes = evaluation_data(
+        model, args.data, batch_size=args.batch_size, workers=args.workers, preprocess=args.preprocess
+    )
     result = evaluate(model, loader, num_classes=len(classes), label_offset=label_offset)
     result["classes"] = classes
     if args.json:
@@ -183,7 +137,7 @@ def _weights_arg(values: list[str]) -> Any:
 def _inference_model(values: list[str]) -> Any:
     """Weights for predict/eval: anything load_weights reads, or an exported .onnx (fp32 or int8)."""
     if len(values) == 1 and values[0].lower().endswith(".onnx"):
-        from .export import ExportedModel
+        from .deploy import ExportedModel
 
         return ExportedModel(values[0])
     from .weights import load_weights
@@ -196,7 +150,7 @@ def _predict(args: argparse.Namespace) -> None:
     from .predict import predict
 
     model = _inference_model(args.weights)
-    results = predict(model, args.images, topk=args.topk, crop=args.crop)
+    results = predict(model, args.images, topk=args.topk, crop=args.crop, preprocess=args.preprocess)
     if args.json:
         _print_json(results)
         return
@@ -222,7 +176,7 @@ def _convert(args: argparse.Namespace) -> None:
 
 def _model_for(args: argparse.Namespace, width_mult: float | None = None, resolution: int | None = None) -> Any:
     """The model a deploy command works on: the weights given, or a random init of the asked shape."""
-    from .model import mobilenet_v1
+    from .builder import mobilenet_v1
 
     if args.weights:
         from .weights import load_weights
@@ -299,7 +253,7 @@ def _export(args: argparse.Namespace) -> None:
     x = calibration[0][:8] if calibration else torch.rand(8, config.in_chans, resolution, resolution) * 2 - 1
     if not args.dynamic_batch and args.format in ("onnx", "pt2", "torchscript"):
         x = x[:1]
-    from .export import load_exported
+    from .deploy import load_exported
 
     with torch.inference_mode():
         want = model(x)
@@ -377,46 +331,50 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """One flag per TrainConfig field, with its help text: the dataclass is the one source of
+    every default and choice. Flags the user leaves out are absent, so the recipe decides them."""
+    import typing
+    from dataclasses import MISSING, fields
+
+    from .train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        meta = dict(f.metadata)
+        flags = [meta.pop("short")] if "short" in meta else []
+        flags.insert(0, "--" + f.name.replace("_", "-"))
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": meta.pop("help", "")}
+        if f.default not in (None, MISSING) and not isinstance(f.default, bool):
+            kwargs["help"] += f" (default {f.default})"
+        hint = hints[f.name]
+        args_of = set(typing.get_args(hint)) or {hint}
+        if bool in args_of:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = int if int in args_of else float if float in args_of else str
+        if "choices" in meta:
+            kwargs["choices"] = meta.pop("choices")
+        if sweep and f.name in ("width_mult", "resolution"):
+            kwargs["nargs"] = "+"
+            kwargs["help"] = "the grid's " + (
+                "α values (default 1 .75 .5 .25)"
+                if f.name == "width_mult"
+                else "input sizes (default 224 192 160 128; digits 32 48 64)"
+            )
+        if sweep and f.name == "out":
+            kwargs["help"] = "output folder; each grid point trains in OUT/a<α>_r<size> (default runs/sweep)"
+        p.add_argument(*flags, **kwargs)
+
+
+def _add_preprocess_arg(p: argparse.ArgumentParser) -> None:
+    from .spec import PREPROCESSES
+
     p.add_argument(
-        "--data", default=None, help="ImageFolder tree DIR/train/<class>/*, DIR/val/<class>/* (default: built-in digits)"
+        "--preprocess",
+        choices=PREPROCESSES,
+        help="tf: the central 87.5%% of height and width, resized to SxS (how Google evaluated its weights); "
+        "torchvision: short side resized, centre square. Default: what the weights carry",
     )
-    if sweep:
-        p.add_argument("--width-mult", "-a", type=float, nargs="+", help="α values (default 1 .75 .5 .25)")
-        p.add_argument("--resolution", "-r", type=int, nargs="+", help="input sizes (default 224 192 160 128; digits: 32 48 64)")
-    else:
-        p.add_argument("--width-mult", "-a", type=float, help="α (default 1.0; digits 0.5)")
-        p.add_argument("--resolution", "-r", type=int, help="input size (default 224; digits 32)")
-    p.add_argument("--epochs", type=int, help="(default 10; digits 25)")
-    p.add_argument("--batch-size", type=int, default=64, help="per process (default 64)")
-    p.add_argument("--lr", type=float, default=None, help="default: 0.045 (RMSprop) x global batch / 64")
-    p.add_argument("--optimizer", choices=["rmsprop", "sgd", "adamw"], default="rmsprop")
-    p.add_argument(
-        "--weight-decay", type=float, default=4e-5, help="on conv and FC weights; never on depthwise filters, BN or biases"
-    )
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument(
-        "--schedule", choices=["exponential", "cosine"], help="exponential = x0.94 every 2.5 epochs (default; digits: cosine)"
-    )
-    p.add_argument("--warmup", type=float, help="linear warm-up, in epochs")
-    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0 = off)")
-    p.add_argument("--dropout", type=float, default=0.001)
-    p.add_argument("--activation", choices=["relu", "relu6"], default="relu")
-    p.add_argument("--padding", choices=["symmetric", "tf", "keras"], default="symmetric")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the training model")
-    p.add_argument("--workers", type=int, default=0, help="data loader processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/sweep" if sweep else "runs/mobilenet", help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last_state.pt")
-    p.add_argument("--weights", help="start from these weights (a new classifier): fine-tuning")
-    p.add_argument("--freeze-backbone", action="store_true", help="train the classifier only")
-    p.add_argument("--teacher", help="distil from this model's outputs (same classes)")
-    p.add_argument("--distill-temperature", type=float, default=4.0)
-    p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the distillation loss")
-    p.add_argument("--tensorboard", action="store_true")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -426,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mobilenet", description="MobileNet v1, paper-exact: cost model, training, Google's weights, export."
     )
     parser.add_argument("--version", action="version", version=f"mobilenet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks (also: MOBILENET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("cost", help="Mult-Adds and params for any α, resolution, class count and variant")
@@ -448,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--per-class", action="store_true", help="per-class accuracy and the confusion matrix")
+    _add_preprocess_arg(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("predict", help="top-k labels for images")
@@ -459,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights file(s) or a registry name (two files for the split 1.0-224 TF Lite model)",
     )
     p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--crop", type=float, default=0.875, help="central crop fraction (1.0 = resize the whole image)")
+    p.add_argument("--crop", type=float, help="central crop fraction (default: the weights'; 1.0 = the whole image)")
+    _add_preprocess_arg(p)
     p.add_argument("--json", action="store_true")
 
     from .deploy import BACKENDS
@@ -507,10 +468,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    debug = args.debug or os.environ.get("MOBILENET_DEBUG", "") not in ("", "0")
+    if not debug:
+        # One line per warning, as the errors are, instead of Python's file:line and source echo.
+        warnings.formatwarning = lambda message, category, *_rest, **_kw: f"mobilenet {args.command}: warning: {message}\n"
     try:
         return int(_COMMANDS[args.command](args) or 0)
-    except (ValueError, OSError, RuntimeError, FloatingPointError) as exc:
-        # Library errors are written for people; show them without a traceback.
+    except (ValueError, OSError, RuntimeError, FloatingPointError, TypeError, KeyError) as exc:
+        if debug:
+            raise
+        # Library errors are written for people; show them without a traceback (--debug shows it).
         print(f"mobilenet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

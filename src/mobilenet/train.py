@@ -1,13 +1,22 @@
-"""Training, read top to bottom: the paper's recipe on one CPU, or many GPUs with DDP.
+"""Training, read top to bottom: from scratch (the paper's recipe), fine-tuning and linear probes.
 
-Recipe (PAPER.md §5, TF-slim's defaults around Google's weights): RMSprop with decay 0.9,
-momentum 0.9 and epsilon 1.0; lr 0.045 per 64 images, decayed x0.94 every 2.5 epochs; weight decay
-4e-5 on conv and FC weights but never on depthwise filters, BN or biases; no label smoothing.
-PyTorch's RMSprop adds epsilon outside the square root where TF adds it inside; with epsilon 1.0
-both act as a damped momentum SGD early on, and the difference is small.
+Four recipes, chosen by what the run starts from (:func:`recipe_for`), fill every setting the user
+left out; :data:`RECIPES` is the one place their defaults are written.
+
+- ``paper``: from scratch on an ImageFolder tree, as TF-slim trained Google's models (PAPER.md §5):
+  RMSprop (decay 0.9, momentum 0.9, epsilon 1.0), lr 0.045 per 64 images, x0.94 every 2.5 epochs,
+  weight decay 4e-5 on conv and FC weights but never on depthwise filters, BN or biases.
+  PyTorch's RMSprop adds epsilon outside the square root where TF adds it inside; with epsilon 1.0
+  both act as a damped momentum SGD early on, and the difference is small.
+- ``digits``: the built-in digits, a small net and a short cosine schedule.
+- ``finetune``: ``--weights`` given. The weights define the network; the classifier is new. AdamW
+  with a cosine schedule after a short warm-up, the new classifier at a higher rate than the
+  backbone, batch norm frozen (see :func:`set_train_mode` for why), light label smoothing.
+- ``linear-probe``: ``--weights`` and ``--freeze-backbone``. Only the classifier trains; without
+  augmentation the pooled features are computed once and the classifier trains on them.
 
 ``torchrun --nproc_per_node=N -m mobilenet train ...`` runs DDP: one process per device, the
-learning rate scaled to the global batch, logging and checkpoints on rank 0 only.
+learning rate scaled to the global batch (paper recipe), logging and checkpoints on rank 0 only.
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ import json
 import math
 import os
 import random
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,101 +36,260 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from .checkpoint import load_state, load_weights_file, save_state, save_weights
 from .cost import model_cost
-from .data import DigitsDataset, load_data, skip_bad_collate
+from .data import DataSplit, DigitsDataset, load_data, skip_bad_collate, train_transform, transforms_for
 from .evaluate import evaluate
 from .model import MobileNetV1
-from .spec import MobileNetConfig
+from .spec import ACTIVATIONS, PADDINGS, PREPROCESSES, VARIANTS, MobileNetConfig, check_resolution, check_width_mult
+from .weights import load_weights
 
-__all__ = ["TrainConfig", "param_groups", "train"]
+__all__ = [
+    "RECIPES",
+    "TrainConfig",
+    "param_groups",
+    "recipe_for",
+    "resolve",
+    "set_train_mode",
+    "sweep",
+    "train",
+    "train_one_epoch",
+    "validate",
+]
 
 BASE_BATCH = 64  # TF-slim's per-replica batch that lr 0.045 was tuned for
+BASE_LR = {"rmsprop": 0.045, "sgd": 0.1, "adamw": 1e-3}
+OPTIMIZERS = ("rmsprop", "sgd", "adamw")
+SCHEDULES = ("exponential", "cosine")
+#: How batch norm behaves while training. "train": batch statistics (from scratch). "frozen": each
+#: BN layer keeps its running statistics, its scale and shift still learn. "recalibrate": the
+#: statistics are re-estimated on the training images first, with scale and shift adjusted so each
+#: layer computes what it did, then BN trains as usual.
+BN_MODES = ("train", "frozen", "recalibrate")
+
+
+def _opt(help: str, **meta: Any) -> Any:
+    """A TrainConfig field that the CLI offers as ``--name``; None means "the recipe decides"."""
+    return field(default=meta.pop("default", None), metadata={"help": help, **meta})
 
 
 @dataclass
 class TrainConfig:
-    data: str | None = None  # None: the built-in digits
-    out: str = "runs/mobilenet"
-    width_mult: float = 1.0
-    resolution: int = 224
-    activation: str = "relu"
-    padding: str = "symmetric"
-    variant: str = "separable"
-    dropout: float = 0.001  # TF-slim's keep_prob 0.999
-    epochs: int = 10
-    batch_size: int = 64  # per process
-    lr: float | None = None  # None: the optimizer's base lr scaled by global batch / 64
-    optimizer: str = "rmsprop"
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.0
-    schedule: str = "exponential"
-    warmup: float = 0.0  # epochs
-    ema: float = 0.0  # decay, 0 = off
-    bn_momentum: float = 0.1
-    amp: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    workers: int = 0
-    seed: int = 0
-    resume: bool = False
-    weights: str | None = None  # start from these weights with a new classifier
-    freeze_backbone: bool = False
-    teacher: str | None = None
-    distill_temperature: float = 4.0
-    distill_alpha: float = 0.5
-    tensorboard: bool = False
-    progress: bool = True
-    device: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    """Every setting of a training run. ``None`` means "the recipe decides" (see :data:`RECIPES`);
+    the ``mobilenet train`` flags are generated from these fields and their help texts."""
+
+    data: str | None = _opt("ImageFolder tree DIR/train/<class>/*, DIR/val/<class>/* (default: the built-in digits)")
+    out: str = _opt("output folder", default="runs/mobilenet")
+    weights: str | None = _opt("start from these weights (file or registry name) with a new classifier: fine-tuning")
+    freeze_backbone: bool = _opt("train the classifier only (a linear probe); needs --weights", default=False)
+    width_mult: float | None = _opt("width multiplier α (default 1.0; digits 0.5; with --weights: theirs)", short="-a")
+    resolution: int | None = _opt("input size, ρ·224 (default 224; digits 32; with --weights: theirs)", short="-r")
+    activation: str | None = _opt("relu (the paper) or relu6 (default relu; with --weights: theirs)", choices=ACTIVATIONS)
+    padding: str | None = _opt("symmetric, tf or keras (default symmetric; with --weights: theirs)", choices=PADDINGS)
+    variant: str | None = _opt("separable (the paper's net), conv (Table 4) or shallow (Table 5)", choices=VARIANTS)
+    bn_eps: float | None = _opt("batch norm epsilon (default 1e-3, TF-slim's; with --weights: theirs)")
+    min_depth: int | None = _opt("smallest layer width after α (default 8; with --weights: theirs)")
+    dropout: float | None = _opt("dropout before the classifier")
+    epochs: int | None = _opt("passes over the training images")
+    batch_size: int = _opt("images per step, per process", default=64)
+    lr: float | None = _opt("learning rate (of the backbone when fine-tuning); default: the recipe's")
+    head_lr_mult: float | None = _opt("the new classifier's lr as a multiple of --lr (fine-tuning)")
+    optimizer: str | None = _opt("rmsprop (the paper), sgd or adamw", choices=OPTIMIZERS)
+    weight_decay: float | None = _opt("on conv and FC weights; never on depthwise filters, BN or biases")
+    label_smoothing: float | None = _opt("label smoothing of the cross-entropy")
+    schedule: str | None = _opt("exponential (x0.94 every 2.5 epochs) or cosine", choices=SCHEDULES)
+    warmup: float | None = _opt("linear lr warm-up, in epochs")
+    bn: str | None = _opt("batch norm while training: train, frozen or recalibrate", choices=BN_MODES)
+    augment: bool | None = _opt("random resized crops and flips (default on; off for a linear probe)")
+    preprocess: str | None = _opt("validation preprocessing: tf or torchvision (default: the weights')", choices=PREPROCESSES)
+    ema: float = _opt("EMA decay of the weights, e.g. 0.999 (0 = off)", default=0.0)
+    bn_momentum: float = _opt("BN running-statistics momentum (PyTorch's convention)", default=0.1)
+    teacher: str | None = _opt("distil from this model's outputs (same classes)")
+    distill_temperature: float = _opt("distillation temperature", default=4.0)
+    distill_alpha: float = _opt("weight of the distillation loss", default=0.5)
+    amp: bool = _opt("bf16 autocast", default=False)
+    channels_last: bool = _opt("channels-last memory format", default=False)
+    compile: bool = _opt("torch.compile the training model", default=False)
+    workers: int = _opt("data loader processes", default=0)
+    seed: int = _opt("random seed", default=0)
+    resume: bool = _opt("continue from OUT/last_state.pt", default=False)
+    overwrite: bool = _opt("start afresh in an --out folder that holds an earlier run", default=False)
+    tensorboard: bool = _opt("also log to TensorBoard", default=False)
+    progress: bool = _opt("progress bars (only shown on a terminal)", default=True)
+    device: str | None = _opt("cpu, cuda, cuda:1 ... (default: cuda if available)")
 
     def validate(self) -> None:
+        """Checks every value the user gave, before any work starts."""
+
+        def positive(name: str, integer: bool = False, allow_zero: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None:
+                return
+            kind = int if integer else (int, float)
+            bad = isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
+            if bad or value < 0 or (value == 0 and not allow_zero):
+                bound = ">= 0" if allow_zero else "> 0"
+                raise ValueError(f"{name}={value!r} must be {'an integer' if integer else 'a number'} {bound}")
+
+        for name in ("epochs", "batch_size", "min_depth"):
+            positive(name, integer=True)
+        positive("workers", integer=True, allow_zero=True)
+        for name in ("lr", "head_lr_mult", "bn_eps", "distill_temperature"):
+            positive(name)
+        for name in ("weight_decay", "warmup", "ema", "label_smoothing", "dropout"):
+            positive(name, allow_zero=True)
+        if self.width_mult is not None:
+            check_width_mult(self.width_mult)
+        if self.resolution is not None:
+            check_resolution(self.resolution)
         checks = [
-            (self.epochs >= 1, f"epochs={self.epochs} must be >= 1"),
-            (self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1"),
-            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"lr={self.lr} must be a positive number"),
-            (self.optimizer in ("rmsprop", "sgd", "adamw"), f"optimizer={self.optimizer!r} must be rmsprop, sgd or adamw"),
-            (self.schedule in ("exponential", "cosine"), f"schedule={self.schedule!r} must be exponential or cosine"),
-            (0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1)"),
-            (0 <= self.ema < 1, f"ema={self.ema} must be a decay in [0, 1), e.g. 0.999"),
-            (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
-            (self.warmup >= 0, f"warmup={self.warmup} must be >= 0 epochs"),
-            (self.workers >= 0, f"workers={self.workers} must be >= 0"),
+            (
+                self.label_smoothing is None or self.label_smoothing < 1,
+                f"label_smoothing={self.label_smoothing} must be in [0, 1)",
+            ),
+            (self.dropout is None or self.dropout < 1, f"dropout={self.dropout} must be in [0, 1)"),
+            (self.ema < 1, f"ema={self.ema} must be a decay in [0, 1), e.g. 0.999"),
             (0 <= self.distill_alpha <= 1, f"distill_alpha={self.distill_alpha} must be in [0, 1]"),
-            (self.distill_temperature > 0, f"distill_temperature={self.distill_temperature} must be > 0"),
+            (0 < self.bn_momentum <= 1, f"bn_momentum={self.bn_momentum} must be in (0, 1]"),
+            (not (self.resume and self.overwrite), "resume and overwrite contradict each other; pass one"),
         ]
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("bn", BN_MODES),
+            ("activation", ACTIVATIONS),
+            ("padding", PADDINGS),
+            ("variant", VARIANTS),
+            ("preprocess", PREPROCESSES),
+        ):
+            value = getattr(self, name)
+            checks.append((value is None or value in allowed, f"{name}={value!r} must be one of {', '.join(allowed)}"))
+        if self.freeze_backbone and not self.weights:
+            checks.append(
+                (
+                    False,
+                    "freeze_backbone without weights would train a classifier on a random backbone; "
+                    "pass --weights (Google's or your own) or drop --freeze-backbone",
+                )
+            )
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
 
 
-BASE_LR = {"rmsprop": 0.045, "sgd": 0.1, "adamw": 1e-3}
+#: Each recipe's defaults: the one place they are written. ``lr=None`` in "paper" and "digits"
+#: means the optimizer's base rate scaled by global batch / 64.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": dict(
+        width_mult=1.0,
+        resolution=224,
+        epochs=10,
+        optimizer="rmsprop",
+        lr=None,
+        head_lr_mult=1.0,
+        weight_decay=4e-5,
+        label_smoothing=0.0,
+        schedule="exponential",
+        warmup=0.0,
+        dropout=0.001,  # TF-slim's keep_prob 0.999
+        bn="train",
+        augment=True,
+    ),
+    "finetune": dict(
+        epochs=5,
+        optimizer="adamw",
+        lr=1e-4,
+        head_lr_mult=30.0,
+        weight_decay=1e-2,
+        label_smoothing=0.1,
+        schedule="cosine",
+        warmup=0.5,
+        dropout=0.2,
+        bn="frozen",
+        augment=True,
+    ),
+    "linear-probe": dict(
+        epochs=10,
+        optimizer="adamw",
+        lr=3e-3,
+        head_lr_mult=1.0,
+        weight_decay=1e-4,
+        label_smoothing=0.0,
+        schedule="cosine",
+        warmup=0.0,
+        dropout=0.2,
+        bn="frozen",
+        augment=False,
+    ),
+}
+RECIPES["digits"] = {**RECIPES["paper"], "width_mult": 0.5, "resolution": 32, "epochs": 25, "schedule": "cosine", "warmup": 1.0}
+_ARCH_DEFAULTS = {"activation": "relu", "padding": "symmetric", "variant": "separable", "bn_eps": 1e-3, "min_depth": 8}
+_ARCH_FIELDS = ("width_mult", "activation", "padding", "variant", "bn_eps", "min_depth")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on full and pointwise conv weights and the FC weight only.
+def recipe_for(cfg: TrainConfig) -> str:
+    if cfg.weights and cfg.freeze_backbone:
+        return "linear-probe"
+    if cfg.weights:
+        return "finetune"
+    return "digits" if cfg.data is None else "paper"
+
+
+def resolve(cfg: TrainConfig, source: MobileNetConfig | None = None) -> TrainConfig:
+    """``cfg`` with every ``None`` filled: from the weights' config ``source`` for the architecture,
+    then from the recipe. A given architecture value that contradicts the weights is an error."""
+    values: dict[str, Any] = {}
+    if source is not None:
+        for name in _ARCH_FIELDS:
+            given, have = getattr(cfg, name), getattr(source, name)
+            if given is not None and given != have:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(
+                    f"{flag} {given} contradicts --weights {cfg.weights}, whose network has {name}={have}; "
+                    f"the weights define the network: drop {flag}"
+                )
+            values[name] = have
+        values["resolution"] = cfg.resolution or source.resolution
+    recipe = RECIPES[recipe_for(cfg)]
+    for f in fields(cfg):
+        if getattr(cfg, f.name) is None and f.name not in values:
+            if f.name in recipe:
+                values[f.name] = recipe[f.name]
+            elif f.name in _ARCH_DEFAULTS:
+                values[f.name] = _ARCH_DEFAULTS[f.name]
+    return replace(cfg, **values)
+
+
+def param_groups(model: nn.Module, weight_decay: float, head_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+    """Weight decay on full and pointwise conv weights and the FC weight only; the classifier's
+    parameters in their own groups, with ``lr_mult`` for fine-tuning.
 
     The paper: "very little or no weight decay on the depthwise filters since there are so few
     parameters in them". BN parameters and biases are not decayed either.
     """
-    decay, no_decay = [], []
-    for module in model.modules():
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(d, h): [] for d in (True, False) for h in (False, True)}
+    for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
             is_depthwise = isinstance(module, nn.Conv2d) and module.groups > 1
-            if name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise:
-                decay.append(p)
-            else:
-                no_decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decay = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise
+            is_head = module_name == "classifier" or module_name.endswith(".classifier")
+            groups[(decay, is_head)].append(p)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_mult": head_lr_mult if head else 1.0}
+        for (decay, head), params in groups.items()
+        if params
+    ]
 
 
 def _make_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.head_lr_mult)
+    for g in groups:
+        g["lr"] = lr * g["lr_mult"]
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, momentum=0.9, eps=1.0)
     if cfg.optimizer == "sgd":
@@ -143,6 +313,79 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
     return factor
 
 
+def set_train_mode(model: nn.Module, bn: str, *, frozen_backbone: bool = False) -> nn.Module:
+    """``model.train()``, except that BN layers stay in eval mode when ``bn == "frozen"``, and the
+    whole backbone does under ``frozen_backbone`` (a linear probe).
+
+    Why frozen BN is the fine-tuning default: Google's TF Lite files arrive with BN folded into the
+    convs, loaded as identity layers whose running statistics say nothing about real activations.
+    In train mode BN would normalize with each small batch's own statistics, a different function
+    from the one the weights were trained as, and the features fall apart in the first steps.
+    """
+    model.train()
+    if bn == "frozen":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    if frozen_backbone and isinstance(model, MobileNetV1):
+        model.stem.eval()
+        model.blocks.eval()
+    return model
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Any, *, max_images: int = 512) -> int:
+    """Re-estimates each BN layer's statistics on ``batches`` and adjusts its scale and shift so the
+    layer computes exactly what it did: ``γ' = γ·s'/s``, ``β' = β + γ·(μ' - μ)/s`` with ``s = sqrt(var + eps)``.
+
+    The model runs in eval mode throughout, so each layer's statistics are those of the real
+    activations of the unchanged network. Afterwards batch-statistics training starts from the
+    same function the weights had. Returns the number of images used.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    sums: dict[nn.Module, list[Tensor]] = {}
+
+    def record(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        x = inputs[0].double()
+        n = x.numel() / x.shape[1]
+        s, sq = x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))
+        if module in sums:
+            sums[module][0] += n
+            sums[module][1] += s
+            sums[module][2] += sq
+        else:
+            sums[module] = [torch.tensor(n, dtype=torch.float64), s, sq]
+
+    hooks = [m.register_forward_pre_hook(record) for m in bns]
+    model.eval()
+    seen = 0
+    device = next(model.parameters()).device
+    try:
+        for batch in batches:
+            images = batch[0]
+            if images.numel() == 0:
+                continue
+            model(images.to(device))
+            seen += len(images)
+            if seen >= max_images:
+                break
+    finally:
+        for h in hooks:
+            h.remove()
+    for m in bns:
+        n, s, sq = sums[m]
+        mean = s / n
+        var = (sq / n - mean * mean).clamp(min=0)
+        old_std = (m.running_var.double() + m.eps).sqrt()
+        new_std = (var + m.eps).sqrt()
+        gamma = m.weight.double()
+        m.bias.copy_((m.bias.double() + gamma * (mean - m.running_mean.double()) / old_std).float())
+        m.weight.copy_((gamma * new_std / old_std).float())
+        m.running_mean.copy_(mean.float())
+        m.running_var.copy_(var.float())
+    return seen
+
+
 def _setup_distributed() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -152,27 +395,113 @@ def _setup_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
+def _pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device:
+        return torch.device(cfg.device)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def _load_backbone(model: MobileNetV1, path: str) -> None:
-    """Fine-tuning start: every weight but the classifier, from a file of the same width."""
-    from .weights import load_weights
-
-    source = load_weights(path)
-    state = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}
-    own = model.state_dict()
-    bad = [k for k in state if k in own and own[k].shape != state[k].shape]
-    if bad:
-        raise ValueError(
-            f"--weights {path} has width_mult={source.config.width_mult} but training asks for "
-            f"width_mult={model.config.width_mult} ({bad[0]}: {tuple(state[bad[0]].shape)} vs {tuple(own[bad[0]].shape)}); "
-            "pass the matching --width-mult"
+def _check_out_folder(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; pass a folder for the run's checkpoints and logs")
+    holds_run = any((out / name).exists() for name in ("last_state.pt", "last.safetensors", "metrics.jsonl"))
+    if holds_run and not (cfg.resume or cfg.overwrite):
+        raise FileExistsError(
+            f"--out {out} already holds a training run; pass --resume to continue it, --overwrite to replace it, or another --out"
         )
-    model.load_state_dict(state, strict=False)
+    if cfg.resume and not (out / "last_state.pt").exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {out / 'last_state.pt'}; run without --resume to start fresh")
+    return out
+
+
+def build_model(cfg: TrainConfig, split: DataSplit, pretrained: MobileNetV1 | None = None) -> tuple[MobileNetV1, TrainConfig]:
+    """The network to train and the fully resolved config. With weights, the weights define the
+    network and the classifier is replaced for the data's classes."""
+    classes = tuple(split.classes)
+    labels = "digits" if isinstance(split.train, DigitsDataset) else None
+    if pretrained is None:
+        cfg = resolve(cfg)
+        config = MobileNetConfig(
+            **{k: getattr(cfg, k) for k in _ARCH_FIELDS},
+            resolution=cfg.resolution,
+            num_classes=len(classes),
+            dropout=cfg.dropout,
+            labels=labels,
+            class_names=classes,
+        )
+        return MobileNetV1(config), cfg
+    model = pretrained
+    source = model.config
+    cfg = resolve(cfg, source)
+    if abs(cfg.resolution / source.resolution - 1) > 0.25:
+        warnings.warn(
+            f"--resolution {cfg.resolution} is far from the {source.resolution} px these weights were trained at; "
+            "accuracy may suffer (the network accepts any size >= 32)",
+            stacklevel=2,
+        )
+    model.reset_classifier(len(classes))
+    model.dropout.p = cfg.dropout
+    model.config = model.config.replace(resolution=cfg.resolution, dropout=cfg.dropout, labels=labels, class_names=classes)
+    return model, cfg
+
+
+def _loaders(cfg: TrainConfig, split: DataSplit, world: int, rank: int, device: torch.device) -> tuple[DataLoader, DataLoader]:
+    train_sampler = DistributedSampler(split.train, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
+    val_sampler = DistributedSampler(split.val, world, rank, shuffle=False) if world > 1 else None
+    common = dict(
+        num_workers=cfg.workers,
+        collate_fn=skip_bad_collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.workers > 0,
+    )
+    train_loader = DataLoader(
+        split.train,
+        cfg.batch_size,
+        shuffle=train_sampler is None,
+        sampler=train_sampler,
+        drop_last=len(split.train) > cfg.batch_size * world,
+        generator=torch.Generator(),
+        **common,
+    )
+    val_loader = DataLoader(split.val, max(cfg.batch_size, 128), sampler=val_sampler, **common)
+    return train_loader, val_loader
+
+
+@torch.inference_mode()
+def _pooled_features(model: MobileNetV1, loader: DataLoader, device: torch.device) -> TensorDataset:
+    """Backbone features for every image, once: what a linear probe without augmentation trains on."""
+    model.eval()
+    feats, targets = [], []
+    for images, y, _ in loader:
+        if images.numel():
+            feats.append(model.forward_head(model.forward_features(images.to(device)), pre_logits=True).float())
+            targets.append(y.to(device))
+    return TensorDataset(torch.cat(feats), torch.cat(targets))
+
+
+def _feature_loaders(
+    cfg: TrainConfig, model: MobileNetV1, train_loader: DataLoader, val_loader: DataLoader, device: torch.device
+):
+    def collate(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, int]:
+        x, y = zip(*batch)
+        return torch.stack(x), torch.stack(y), 0
+
+    train_feats = _pooled_features(model, DataLoader(train_loader.dataset, 128, collate_fn=skip_bad_collate), device)
+    val_feats = _pooled_features(model, val_loader, device)
+    return (
+        DataLoader(train_feats, cfg.batch_size, shuffle=True, collate_fn=collate, generator=train_loader.generator),
+        DataLoader(val_feats, 1024, collate_fn=collate),
+    )
 
 
 class _Logger:
@@ -181,7 +510,7 @@ class _Logger:
     def __init__(self, out: Path, start_epoch: int, tensorboard: bool) -> None:
         self.path = out / "metrics.jsonl"
         rows = []
-        if self.path.exists():
+        if self.path.exists() and start_epoch > 0:
             rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
         # A resumed run rewrites what came after its checkpoint, so the log matches the weights.
         self.rows = [r for r in rows if r["epoch"] <= start_epoch]
@@ -205,283 +534,327 @@ class _Logger:
                     self.tb.add_scalar(k, v, row["epoch"])
 
 
+def _loss(logits: Tensor, targets: Tensor, images: Tensor, teacher: nn.Module | None, cfg: TrainConfig) -> Tensor:
+    loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+    if teacher is None:
+        return loss
+    with torch.no_grad():
+        t_logits = teacher(images).float()
+    temp = cfg.distill_temperature
+    kd = F.kl_div(
+        F.log_softmax(logits.float() / temp, 1), F.log_softmax(t_logits / temp, 1), reduction="batchmean", log_target=True
+    )
+    return (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * temp * temp * kd
+
+
+LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    epoch: int,
+    teacher: nn.Module | None = None,
+    ema: Any = None,
+    show_progress: bool = False,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the summed loss, correct count, images seen and images skipped.
+
+    Metrics accumulate on the device and reach the host once per ``LOG_EVERY`` steps, which is
+    also when a non-finite loss is caught (before any checkpoint is written).
+    """
+    amp_dtype = torch.bfloat16 if cfg.amp else None
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = skipped = 0
+    t0 = time.perf_counter()
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+    for step, (images, targets, n_bad) in enumerate(loader):
+        skipped += n_bad
+        if images.numel() == 0:
+            continue
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if cfg.channels_last and images.dim() == 4:
+            images = images.to(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images)
+            loss = _loss(logits, targets, images, teacher, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        seen += len(targets)
+        loss_sum += loss.detach().double() * len(targets)
+        correct += (logits.detach().argmax(1) == targets).sum()
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == len(loader):
+            mean_loss = float(loss_sum) / seen
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(
+                    f"loss is {mean_loss} at epoch {epoch + 1}, step {step + 1} (or up to {LOG_EVERY - 1} steps before); "
+                    f"stopped. The {recipe_for(cfg)} recipe ran at lr {cfg.lr:g} with {cfg.optimizer}; "
+                    f"the last good checkpoint is kept in {cfg.out} (resume with a lower --lr)"
+                )
+            if bar is not None:
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{int(correct) / seen:.3f}", img_s=f"{rate:.0f}", refresh=False)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return {
+        "loss_sum": float(loss_sum),
+        "correct": int(correct),
+        "seen": seen,
+        "skipped": skipped,
+        "time": time.perf_counter() - t0,
+    }
+
+
+def validate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, *, num_classes: int, device: torch.device) -> dict[str, Any]:
+    """Top-1, top-5 and loss of ``model`` on the validation loader (this process's share)."""
+    amp_dtype = torch.bfloat16 if cfg.amp else None
+    return evaluate(model, loader, num_classes=num_classes, device=device, amp_dtype=amp_dtype, channels_last=cfg.channels_last)
+
+
+def reduce_metrics(train_stats: dict[str, float], val: dict[str, Any], device: torch.device) -> None:
+    """Sums each process's counts across DDP ranks, in place."""
+    n = val["images"]
+    totals = torch.tensor(
+        [
+            val["top1"] * n,
+            val["top5"] * n,
+            val["loss"] * n,
+            n,
+            train_stats["loss_sum"],
+            train_stats["correct"],
+            train_stats["seen"],
+        ],
+        dtype=torch.float64,
+        device=device,
+    )
+    dist.all_reduce(totals)
+    val.update(
+        top1=float(totals[0] / totals[3]),
+        top5=float(totals[1] / totals[3]),
+        loss=float(totals[2] / totals[3]),
+        images=int(totals[3]),
+    )
+    train_stats.update(loss_sum=float(totals[4]), correct=int(totals[5]), seen=int(totals[6]))
+
+
+def save_checkpoint(out: Path, model: MobileNetV1, ema: Any, state: dict[str, Any], is_best: bool) -> None:
+    """Weights first, then state: the state names an epoch only once its weights are on disk.
+    With EMA on, last/best hold the averaged weights and last_raw the trained ones."""
+    epoch = str(state["epoch"])
+    weights = ema.module if ema is not None else model
+    save_weights(out / "last.safetensors", weights, model.config, epoch=epoch)
+    if is_best:
+        save_weights(out / "best.safetensors", weights, model.config, epoch=epoch, val_top1=f"{state['best_top1']:.6f}")
+    if ema is not None:
+        save_weights(out / "last_raw.safetensors", model, model.config)
+    save_state(out / "last_state.pt", state)
+
+
+def _summary(
+    out: Path, logger: _Logger, cfg: TrainConfig, cost: Any, best_top1: float, wall: float, world: int
+) -> dict[str, Any]:
+    last = logger.rows[-1] if logger.rows else {}
+    summary: dict[str, Any] = {
+        "val_top1": last.get("val_top1"),
+        "val_top5": last.get("val_top5"),
+        "best_val_top1": best_top1,
+        "epochs": cfg.epochs,
+        "recipe": recipe_for(cfg),
+        "mult_adds": cost.mult_adds,
+        "params": cost.params,
+        "wall_time_s": wall,
+        "images_per_s": float(np.mean([r["images_per_s"] for r in logger.rows])) if logger.rows else None,
+        "weights": str(out / "best.safetensors"),
+        "world_size": world,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    try:
+        from .plots import plot_training
+
+        plot_training(logger.rows, out / "curves.png")
+        summary["plot"] = str(out / "curves.png")
+    except ImportError:
+        print("matplotlib is not installed; no plot written (pip install 'mobilenet[train]')")
+    return summary
+
+
+def _describe(cfg: TrainConfig, split: DataSplit, world: int, device: torch.device, lr: float, cost: Any) -> str:
+    recipe = recipe_for(cfg)
+    what = {
+        "paper": "the paper's recipe from scratch",
+        "digits": "the digits recipe from scratch",
+        "finetune": f"fine-tuning recipe from {cfg.weights}",
+        "linear-probe": f"linear-probe recipe on {cfg.weights}",
+    }[recipe]
+    head = f", classifier lr x{cfg.head_lr_mult:g}" if recipe == "finetune" else ""
+    return (
+        f"recipe: {what}: {cfg.optimizer}{head}, {cfg.schedule} schedule, warm-up {cfg.warmup:g} epochs, BN {cfg.bn}, "
+        f"augmentation {'on' if cfg.augment else 'off'}, label smoothing {cfg.label_smoothing:g}, dropout {cfg.dropout:g}\n"
+        f"training MobileNet v1 α={cfg.width_mult:g} at {cfg.resolution}px on {split.name}: {len(split.train)} train / "
+        f"{len(split.val)} val images, {len(split.classes)} classes, {world} process(es) on {device}, "
+        f"global batch {cfg.batch_size * world}, lr {lr:.4g}, {cost.mult_adds / 1e6:.1f} M Mult-Adds, {cost.params / 1e6:.2f} M params"
+    )
+
+
+def _data(cfg: TrainConfig, source: MobileNetConfig | None) -> DataSplit:
+    """The data split, with the transforms that the weights (if any) expect. Reads only folder
+    listings: no image is decoded until training starts."""
+    resolution = cfg.resolution or (source.resolution if source else RECIPES[recipe_for(cfg)]["resolution"])
+    template = (source or MobileNetConfig()).replace(resolution=resolution)
+    augment = cfg.augment if cfg.augment is not None else RECIPES[recipe_for(cfg)]["augment"]
+    eval_tf = transforms_for(template, preprocess=cfg.preprocess)
+    train_tf = train_transform(resolution, mean=template.mean, std=template.std) if augment else eval_tf
+    split = load_data(cfg.data, resolution, seed=cfg.seed, train_tf=train_tf, eval_tf=eval_tf)
+    if len(split.classes) < 2:
+        raise ValueError(
+            f"{split.name} has {len(split.classes)} class ({', '.join(split.classes)}); a classifier needs at least 2 "
+            "class folders (train/<class>/*)"
+        )
+    if len(split.train) == 0 or len(split.val) == 0:
+        raise ValueError(f"{split.name}: the train or val split is empty; add images")
+    return split
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Trains a MobileNet v1 as ``cfg`` says; returns the summary (also written to ``out/summary.json``)."""
     cfg.validate()
+    out = _check_out_folder(cfg)
     rank, local_rank, world = _setup_distributed()
     is_main = rank == 0
-    if cfg.device:
-        device = torch.device(cfg.device)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    out = Path(cfg.out)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    device = _pick_device(cfg, local_rank)
     _seed_everything(cfg.seed)
 
-    # ---- data
-    split = load_data(cfg.data, cfg.resolution, seed=cfg.seed)
-    num_classes = len(split.classes)
-    if len(split.train) == 0 or len(split.val) == 0:
-        raise ValueError(f"{split.name}: the train or val split is empty; add images")
-    train_sampler = DistributedSampler(split.train, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
-    val_sampler = DistributedSampler(split.val, world, rank, shuffle=False) if world > 1 else None
-    loader_gen = torch.Generator()
-    pin = device.type == "cuda"
-    persistent = cfg.workers > 0
-    train_loader = DataLoader(
-        split.train,
-        cfg.batch_size,
-        shuffle=train_sampler is None,
-        sampler=train_sampler,
-        num_workers=cfg.workers,
-        collate_fn=skip_bad_collate,
-        pin_memory=pin,
-        drop_last=len(split.train) > cfg.batch_size * world,
-        generator=loader_gen,
-        persistent_workers=persistent,
-    )
-    val_loader = DataLoader(
-        split.val,
-        max(cfg.batch_size, 128),
-        sampler=val_sampler,
-        num_workers=cfg.workers,
-        collate_fn=skip_bad_collate,
-        pin_memory=pin,
-        persistent_workers=persistent,
-    )
-
-    # ---- model
-    labels = "digits" if isinstance(split.train, DigitsDataset) else None
-    mcfg = MobileNetConfig(
-        width_mult=cfg.width_mult,
-        resolution=cfg.resolution,
-        num_classes=num_classes,
-        activation=cfg.activation,
-        padding=cfg.padding,
-        variant=cfg.variant,
-        dropout=cfg.dropout,
-        labels=labels,
-        class_names=tuple(split.classes),
-    )
-    model = MobileNetV1(mcfg)
+    pretrained = _pretrained(cfg)
+    split = _data(cfg, pretrained.config if pretrained is not None else None)
+    if cfg.batch_size * world > len(split.train):
+        raise ValueError(
+            f"batch_size={cfg.batch_size} x {world} process(es) is more than the {len(split.train)} training images; "
+            f"pass --batch-size {max(len(split.train) // world, 1)} or less"
+        )
+    model, cfg = build_model(cfg, split, pretrained)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = cfg.bn_momentum
-    if cfg.weights:
-        _load_backbone(model, cfg.weights)
-    if cfg.freeze_backbone:
-        for name, p in model.named_parameters():
-            p.requires_grad = name.startswith("classifier.")
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    teacher = None
-    if cfg.teacher:
-        from .weights import load_weights
+    train_loader, val_loader = _loaders(cfg, split, world, rank, device)
+    if cfg.bn == "recalibrate" and not cfg.resume:
+        recalibrate_batchnorm(model, train_loader)
+    teacher = _teacher(cfg, len(split.classes), device, model.config)
 
-        teacher = load_weights(cfg.teacher).to(device).eval()
-        if teacher.config.num_classes != num_classes:
-            raise ValueError(f"--teacher {cfg.teacher} predicts {teacher.config.num_classes} classes; the data has {num_classes}")
+    # A linear probe without augmentation trains the classifier on features computed once.
+    probe_on_features = cfg.freeze_backbone and not cfg.augment and teacher is None
+    if cfg.freeze_backbone:
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("classifier.")
+    if probe_on_features:
+        train_loader, val_loader = _feature_loaders(cfg, model, train_loader, val_loader, device)
+        step_model: nn.Module = nn.Sequential(model.dropout, model.classifier)
+        cfg = replace(cfg, channels_last=False)  # the step sees (N, C) features
+    else:
+        step_model = model
 
-    global_batch = cfg.batch_size * world
-    lr = cfg.lr if cfg.lr is not None else BASE_LR[cfg.optimizer] * global_batch / BASE_BATCH
-    optimizer = _make_optimizer(cfg, model, lr)
-    steps_per_epoch = max(len(train_loader), 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+    lr = cfg.lr if cfg.lr is not None else BASE_LR[cfg.optimizer] * cfg.batch_size * world / BASE_BATCH
+    cfg = replace(cfg, lr=lr)
+    optimizer = _make_optimizer(cfg, step_model, lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, max(len(train_loader), 1)))
     ema = None
     if cfg.ema > 0:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
         )
 
-    # ---- resume
     start_epoch, best_top1, history_time = 0, -1.0, 0.0
-    state_path = out / "last_state.pt"
     if cfg.resume:
-        if not state_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {state_path}; run without --resume to start fresh")
-        state = load_state(state_path)
-        weights, _, _ = load_weights_file(out / "last.safetensors")
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        start_epoch, best_top1, history_time = state["epoch"], state["best_top1"], state.get("wall_time", 0.0)
-        torch.set_rng_state(state["rng_torch"])
-        if is_main:
-            print(f"resumed from {state_path} at epoch {start_epoch}")
+        start_epoch, best_top1, history_time = _resume(out, model, optimizer, scheduler, ema, is_main)
+    elif is_main:
+        out.mkdir(parents=True, exist_ok=True)
 
-    train_model: nn.Module = model
+    train_model: nn.Module = step_model
     if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        train_model = nn.parallel.DistributedDataParallel(step_model, device_ids=[local_rank] if device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
-    amp_dtype = torch.bfloat16 if cfg.amp else None
     logger = _Logger(out, start_epoch, cfg.tensorboard) if is_main else None
-    cost = model_cost(mcfg)
+    cost = model_cost(model.config)
     if is_main:
-        print(
-            f"training MobileNet v1 α={cfg.width_mult:g} at {cfg.resolution}px on {split.name}: {len(split.train)} train / "
-            f"{len(split.val)} val images, {num_classes} classes, {world} process(es) on {device}, global batch {global_batch}, "
-            f"lr {lr:.4g}, {cost.mult_adds / 1e6:.1f} M Mult-Adds, {cost.params / 1e6:.2f} M params"
-        )
-
-    # ---- loop
-    from tqdm.auto import tqdm
+        print(_describe(cfg, split, world, device, lr, cost), flush=True)
 
     t_start = time.perf_counter()
+    show_progress = is_main and cfg.progress and sys.stderr.isatty()
     for epoch in range(start_epoch, cfg.epochs):
         # Per-epoch seeds make an epoch's shuffling, augmentation and dropout independent of
         # whether the run was resumed: a resumed run ends with the same weights.
         torch.manual_seed(cfg.seed * 1000 + epoch)
-        loader_gen.manual_seed(cfg.seed * 1000 + epoch)
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
-        train_model.train()
-        seen = correct = skipped = 0
-        loss_sum = 0.0
-        t0 = time.perf_counter()
-        bar = tqdm(
+        train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # type: ignore[union-attr]
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        set_train_mode(step_model, cfg.bn, frozen_backbone=cfg.freeze_backbone)
+        stats = train_one_epoch(
+            train_model,
             train_loader,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not (is_main and cfg.progress),
-            leave=False,
-            dynamic_ncols=True,
+            optimizer,
+            scheduler,
+            cfg,
+            device=device,
+            epoch=epoch,
+            teacher=teacher,
+            ema=ema,
+            show_progress=show_progress,
         )
-        for step, (images, targets, n_bad) in enumerate(bar):
-            skipped += n_bad
-            if images.numel() == 0:
-                continue
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.to(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = train_model(images)
-                loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(images).float()
-                    temp = cfg.distill_temperature
-                    kd = F.kl_div(
-                        F.log_softmax(logits.float() / temp, 1),
-                        F.log_softmax(t_logits / temp, 1),
-                        reduction="batchmean",
-                        log_target=True,
-                    )
-                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * temp * temp * kd
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. The last good checkpoint "
-                    f"is kept in {out} (resume with a lower --lr)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            seen += len(targets)
-            loss_sum += float(loss.detach()) * len(targets)
-            correct += int((logits.argmax(1) == targets).sum())
-            if is_main and cfg.progress:
-                rate = seen * world / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}", refresh=False)
-        bar.close()
-        epoch_time = time.perf_counter() - t0
-        if skipped and is_main:
-            print(f"epoch {epoch + 1}: skipped {skipped} unreadable image(s)")
-
-        eval_model = ema.module if ema is not None else model
-        val = evaluate(
-            eval_model, val_loader, num_classes=num_classes, device=device, amp_dtype=amp_dtype, channels_last=cfg.channels_last
-        )
+        eval_model = ema.module if ema is not None else step_model
+        val = validate(eval_model, val_loader, cfg, num_classes=len(split.classes), device=device)
         if world > 1:
-            totals = torch.tensor(
-                [val["top1"] * val["images"], val["top5"] * val["images"], val["loss"] * val["images"], val["images"]],
-                dtype=torch.float64,
-                device=device,
-            )
-            dist.all_reduce(totals)
-            val.update(
-                top1=float(totals[0] / totals[3]),
-                top5=float(totals[1] / totals[3]),
-                loss=float(totals[2] / totals[3]),
-                images=int(totals[3]),
-            )
-            stats = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
-            dist.all_reduce(stats)
-            loss_sum, correct, seen = float(stats[0]), int(stats[1]), int(stats[2])
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
-            "val_loss": val["loss"],
-            "val_top1": val["top1"],
-            "val_top5": val["top5"],
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": seen / max(epoch_time, 1e-9),
-            "epoch_time_s": epoch_time,
-            "skipped": skipped,
-        }
+            reduce_metrics(stats, val, device)
         if is_main:
             assert logger is not None
+            row = _epoch_row(epoch, stats, val, optimizer)
             logger.log(row)
             print(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
-                f"val top-1 {val['top1']:.4f}  top-5 {val['top5']:.4f}  {row['images_per_s']:.0f} img/s"
+                f"val top-1 {val['top1']:.4f}  top-5 {val['top5']:.4f}  {row['images_per_s']:.0f} img/s",
+                flush=True,
             )
-            # Weights first, then state: the state names an epoch only once its weights are on disk.
-            save_weights(out / "last.safetensors", eval_model, mcfg, epoch=str(epoch + 1))
-            if val["top1"] > best_top1:
-                best_top1 = val["top1"]
-                save_weights(out / "best.safetensors", eval_model, mcfg, epoch=str(epoch + 1), val_top1=f"{best_top1:.6f}")
-            if ema is not None:
-                save_weights(out / "last_raw.safetensors", model, mcfg)
+            if stats["skipped"]:
+                print(f"epoch {epoch + 1}: skipped {stats['skipped']} unreadable image(s)")
+            is_best = val["top1"] > best_top1
+            best_top1 = max(best_top1, val["top1"])
             state = {
                 "epoch": epoch + 1,
                 "best_top1": best_top1,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng_torch": torch.get_rng_state(),
                 "config": json.dumps(asdict(cfg)),
                 "wall_time": history_time + time.perf_counter() - t_start,
             }
             if ema is not None:
                 state["ema"] = ema.state_dict()
-            save_state(state_path, state)
+            save_checkpoint(out, model, ema, state, is_best)
         if world > 1:
             dist.barrier()
-    # With EMA on, last/best hold the averaged weights; the raw ones are in last_raw.safetensors.
-    wall = history_time + time.perf_counter() - t_start
+
     summary: dict[str, Any] = {}
     if is_main:
         assert logger is not None
-        last = logger.rows[-1] if logger.rows else {}
-        summary = {
-            "val_top1": last.get("val_top1"),
-            "val_top5": last.get("val_top5"),
-            "best_val_top1": best_top1,
-            "epochs": cfg.epochs,
-            "mult_adds": cost.mult_adds,
-            "params": cost.params,
-            "wall_time_s": wall,
-            "images_per_s": float(np.mean([r["images_per_s"] for r in logger.rows])) if logger.rows else None,
-            "weights": str(out / "best.safetensors"),
-            "world_size": world,
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        try:
-            from .plots import plot_training
-
-            plot_training(logger.rows, out / "curves.png")
-            summary["plot"] = str(out / "curves.png")
-        except ImportError:
-            print("matplotlib is not installed; no plot written (pip install 'mobilenet[train]')")
+        wall = history_time + time.perf_counter() - t_start
+        summary = _summary(out, logger, cfg, cost, best_top1, wall, world)
         print(
             f"done: val top-1 {summary['val_top1']:.4f}, top-5 {summary['val_top5']:.4f} (best {best_top1:.4f}); "
             f"{cost.mult_adds / 1e6:.1f} M Mult-Adds, {cost.params / 1e6:.2f} M params; {wall:.1f} s, "
@@ -490,3 +863,101 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if world > 1 and dist.is_initialized():
         dist.destroy_process_group()
     return summary
+
+
+def _pretrained(cfg: TrainConfig) -> MobileNetV1 | None:
+    if not cfg.weights:
+        return None
+    model = load_weights(cfg.weights)
+    if not isinstance(model, MobileNetV1):
+        raise ValueError(f"--weights {cfg.weights} did not load as a MobileNet v1 model")
+    return model
+
+
+def _teacher(cfg: TrainConfig, num_classes: int, device: torch.device, student: MobileNetConfig) -> nn.Module | None:
+    if not cfg.teacher:
+        return None
+    teacher = load_weights(cfg.teacher).to(device).eval()
+    if teacher.config.num_classes != num_classes:
+        raise ValueError(f"--teacher {cfg.teacher} predicts {teacher.config.num_classes} classes; the data has {num_classes}")
+    if (teacher.config.mean, teacher.config.std) != (student.mean, student.std):
+        warnings.warn(
+            f"--teacher {cfg.teacher} expects inputs normalized with mean {teacher.config.mean}, std {teacher.config.std}; "
+            f"it will see the student's ({student.mean}, {student.std})",
+            stacklevel=2,
+        )
+    return teacher
+
+
+def _resume(out: Path, model: nn.Module, optimizer: Any, scheduler: Any, ema: Any, is_main: bool) -> tuple[int, float, float]:
+    state_path = out / "last_state.pt"
+    state = load_state(state_path)
+    weights, saved_config, _ = load_weights_file(out / "last.safetensors")
+    own = model.state_dict()
+    mismatch = [k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape)]
+    if mismatch:
+        k = mismatch[0]
+        have = tuple(weights[k].shape) if k in weights else "missing"
+        c = saved_config
+        raise ValueError(
+            f"--resume: the run in {out} is a different network (α={c.width_mult if c else '?'}, "
+            f"{c.num_classes if c else '?'} classes; {k}: checkpoint {have} vs now {tuple(own[k].shape)}); "
+            "resume with the flags it was started with, or pass --overwrite to start afresh"
+        )
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if ema is not None and "ema" in state:
+        ema.load_state_dict(state["ema"])
+    if is_main:
+        print(f"resumed from {state_path} at epoch {state['epoch']}")
+    return state["epoch"], state["best_top1"], state.get("wall_time", 0.0)
+
+
+def _epoch_row(epoch: int, stats: dict[str, float], val: dict[str, Any], optimizer: Any) -> dict[str, Any]:
+    seen = max(stats["seen"], 1)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": stats["loss_sum"] / seen,
+        "train_acc": stats["correct"] / seen,
+        "val_loss": val["loss"],
+        "val_top1": val["top1"],
+        "val_top5": val["top5"],
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": stats["seen"] / max(stats["time"], 1e-9),
+        "epoch_time_s": stats["time"],
+        "skipped": stats["skipped"],
+    }
+
+
+def sweep(base: TrainConfig, *, widths: list[float] | None = None, resolutions: list[int] | None = None) -> dict[str, Any]:
+    """Trains an α x resolution grid (Figures 4 and 5: accuracy against Mult-Adds) into
+    ``base.out/a<α>_r<size>``. Every point is checked before the first one trains."""
+    if base.weights:
+        raise ValueError("a sweep trains each α from scratch; --weights fixes one network (use mobilenet train for it)")
+    widths = list(widths or [1.0, 0.75, 0.5, 0.25])
+    resolutions = list(resolutions or ([32, 48, 64] if base.data is None else [224, 192, 160, 128]))
+    for name, values in (("--width-mult", widths), ("--resolution", resolutions)):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{name} lists {', '.join(map(str, repeated))} more than once; each grid point trains once")
+    root = Path(base.out if base.out != "runs/mobilenet" else "runs/sweep")
+    points = [replace(base, width_mult=a, resolution=r, out=str(root / f"a{a:g}_r{r}")) for a in widths for r in resolutions]
+    for point in points:
+        point.validate()
+        _check_out_folder(point)
+    results = [{"width_mult": p.width_mult, "resolution": p.resolution, **train(p)} for p in points]
+    rows = sorted(results, key=lambda p: p["mult_adds"])
+    table = ["| α | resolution | Mult-Adds (M) | params (M) | val top-1 |", "|---|---|---|---|---|"]
+    table += [
+        f"| {p['width_mult']:g} | {p['resolution']} | {p['mult_adds'] / 1e6:.1f} | {p['params'] / 1e6:.2f} | {p['val_top1']:.4f} |"
+        for p in rows
+    ]
+    from .checkpoint import atomic_write
+    from .plots import plot_tradeoff
+
+    text = "\n".join(table) + "\n"
+    atomic_write(root / "sweep.md", lambda tmp: Path(tmp).write_text(text))
+    atomic_write(root / "sweep.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=2) + "\n"))
+    plot = plot_tradeoff(rows, root / "sweep.png")
+    return {"rows": rows, "table": "\n".join(table), "plot": plot}
