@@ -1,4 +1,6 @@
-"""Training throughput: our MobileNetV1 vs timm's mobilenetv1_100, same loop, interleaved, one process.
+"""Training throughput: our MobileNetV1 vs timm's mobilenetv1_100, both driven by the library's own
+``train_one_epoch`` (the step ``mobilenet train`` runs), interleaved, one process, timed by
+``mobilenet.bench.time_calls``.
 
 CPU (always): the built-in digits at 32 px, α=0.5 (the README's main job), 2 threads, batch 64.
 GPU (when CUDA is present): synthetic 224x224 batches of 256, bf16 autocast, channels_last, with and
@@ -15,34 +17,34 @@ import argparse
 import json
 import platform
 import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
 from mobilenet import mobilenet_v1
 
 
-def _step_fn(model, optimizer, amp):
-    def step(x, y):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+class _Batches:
+    """A loader stand-in: the same ``steps`` batches each epoch, in the (images, targets, skipped) form."""
 
-    return step
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
+        self.batch, self.steps = (x, y, 0), steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return iter([self.batch] * self.steps)
 
 
-def _time(step, x, y, steps, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step(x, y)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * x.shape[0] / (time.perf_counter() - t0)
+def _epoch_fn(model, batches, cfg, device):
+    """One call = one ``train_one_epoch`` over ``batches`` with the recipe's optimizer."""
+    from mobilenet.train import _make_optimizer, set_train_mode, train_one_epoch
+
+    optimizer = _make_optimizer(cfg, model, 1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    set_train_mode(model, cfg.bn)
+    step_model = torch.compile(model) if cfg.compile else model
+    return lambda: train_one_epoch(step_model, batches, optimizer, scheduler, cfg, device=device, epoch=0)
 
 
 def _timm_model(width, num_classes):
@@ -57,6 +59,10 @@ def _timm_model(width, num_classes):
 
 
 def compare(device, width, resolution, batch, num_classes, amp, channels_last, compile_, rounds, steps):
+    from mobilenet.bench import time_calls
+    from mobilenet.train import TrainConfig, resolve
+
+    cfg = resolve(TrainConfig(amp=amp, channels_last=channels_last, compile=compile_, progress=False))
     models = {
         "ours": mobilenet_v1(width_mult=width, num_classes=num_classes),
         "timm": _timm_model(width, num_classes),
@@ -65,20 +71,17 @@ def compare(device, width, resolution, batch, num_classes, amp, channels_last, c
     y = torch.randint(0, num_classes, (batch,), device=device)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    steps_fn = {}
+    epochs = {}
     for name, model in models.items():
-        model.to(device).train()
+        model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last)
-        opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, momentum=0.9, eps=1.0)
-        fn = _step_fn(torch.compile(model) if compile_ else model, opt, amp)
-        for _ in range(3 if not compile_ else 5):  # warm-up (and compilation)
-            fn(x, y)
-        steps_fn[name] = fn
+        epochs[name] = _epoch_fn(model, _Batches(x, y, steps), cfg, device)
     rates = {name: [] for name in models}
     for _ in range(rounds):  # interleaved, so drift in machine load hits both alike
-        for name, fn in steps_fn.items():
-            rates[name].append(_time(fn, x, y, steps, device))
+        for name, fn in epochs.items():
+            times = time_calls(fn, warmup=1 if not compile_ else 2, iters=1, min_seconds=0.0, sync_device=device.type == "cuda")
+            rates[name].append(steps * batch / times.median)
     med = {k: statistics.median(v) for k, v in rates.items()}
     return {"ours_img_s": med["ours"], "timm_img_s": med["timm"], "ratio": med["ours"] / med["timm"]}
 

@@ -31,19 +31,38 @@ class WeightsFileError(ValueError):
     """A weights or checkpoint file that cannot be used; the message names the file and the problem."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Calls ``write(tmp_path)`` then renames onto ``path``, so a crash never leaves a half file."""
+    """Calls ``write(tmp_path)`` then renames onto ``path``, so a crash never leaves a half file.
+
+    Errors name ``path``, never the temporary file; the result gets the permissions ``open()``
+    would give it (0666 less the umask), not ``mkstemp``'s private 0600.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-    )  # writers that look at the suffix see the real one
+    if path.is_dir():
+        raise IsADirectoryError(f"output {str(path)!r} is a folder; pass a file name (e.g. {path / 'model'}...)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Writers that look at the suffix see the real one.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    except OSError as exc:
+        raise OSError(f"cannot write {str(path)!r}: {exc.strerror or exc} (is its folder writable?)") from None
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OSError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

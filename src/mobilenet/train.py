@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 BASE_BATCH = 64  # TF-slim's per-replica batch that lr 0.045 was tuned for
+DEFAULT_BATCH = 64
 BASE_LR = {"rmsprop": 0.045, "sgd": 0.1, "adamw": 1e-3}
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("exponential", "cosine")
@@ -94,9 +95,12 @@ class TrainConfig:
     min_depth: int | None = _opt("smallest layer width after α (default 8; with --weights: theirs)")
     dropout: float | None = _opt("dropout before the classifier")
     epochs: int | None = _opt("passes over the training images")
-    batch_size: int = _opt("images per step, per process", default=64)
+    batch_size: int | None = _opt("images per step, per process (default 64, or the training images' count if fewer)")
     lr: float | None = _opt("learning rate (of the backbone when fine-tuning); default: the recipe's")
     head_lr_mult: float | None = _opt("the new classifier's lr as a multiple of --lr (fine-tuning)")
+    probe_epochs: int | None = _opt(
+        "fine-tuning: first fit the new classifier alone, this many passes over features computed once (0 = off)"
+    )
     optimizer: str | None = _opt("rmsprop (the paper), sgd or adamw", choices=OPTIMIZERS)
     weight_decay: float | None = _opt("on conv and FC weights; never on depthwise filters, BN or biases")
     label_smoothing: float | None = _opt("label smoothing of the cross-entropy")
@@ -137,6 +141,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "min_depth"):
             positive(name, integer=True)
         positive("workers", integer=True, allow_zero=True)
+        positive("probe_epochs", integer=True, allow_zero=True)
         for name in ("lr", "head_lr_mult", "bn_eps", "distill_temperature"):
             positive(name)
         for name in ("weight_decay", "warmup", "ema", "label_smoothing", "dropout"):
@@ -190,6 +195,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         optimizer="rmsprop",
         lr=None,
         head_lr_mult=1.0,
+        probe_epochs=0,
         weight_decay=4e-5,
         label_smoothing=0.0,
         schedule="exponential",
@@ -202,7 +208,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         epochs=5,
         optimizer="adamw",
         lr=1e-4,
-        head_lr_mult=30.0,
+        head_lr_mult=10.0,
+        probe_epochs=10,
         weight_decay=1e-2,
         label_smoothing=0.1,
         schedule="cosine",
@@ -216,6 +223,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         optimizer="adamw",
         lr=3e-3,
         head_lr_mult=1.0,
+        probe_epochs=0,
         weight_decay=1e-4,
         label_smoothing=0.0,
         schedule="cosine",
@@ -490,18 +498,42 @@ def _pooled_features(model: MobileNetV1, loader: DataLoader, device: torch.devic
 
 
 def _feature_loaders(
-    cfg: TrainConfig, model: MobileNetV1, train_loader: DataLoader, val_loader: DataLoader, device: torch.device
-):
+    cfg: TrainConfig, model: MobileNetV1, train_images: Any, val_loader: DataLoader, device: torch.device, generator: Any
+) -> tuple[DataLoader, DataLoader]:
     def collate(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, int]:
         x, y = zip(*batch)
         return torch.stack(x), torch.stack(y), 0
 
-    train_feats = _pooled_features(model, DataLoader(train_loader.dataset, 128, collate_fn=skip_bad_collate), device)
+    train_feats = _pooled_features(model, DataLoader(train_images, 128, collate_fn=skip_bad_collate), device)
     val_feats = _pooled_features(model, val_loader, device)
     return (
-        DataLoader(train_feats, cfg.batch_size, shuffle=True, collate_fn=collate, generator=train_loader.generator),
+        DataLoader(train_feats, cfg.batch_size, shuffle=True, collate_fn=collate, generator=generator),
         DataLoader(val_feats, 1024, collate_fn=collate),
     )
+
+
+def fit_classifier(
+    cfg: TrainConfig, model: MobileNetV1, train_images: Any, val_loader: DataLoader, device: torch.device
+) -> float:
+    """The first stage of fine-tuning (linear probe, then fine-tune): the new classifier alone, on
+    features computed once, with the linear-probe recipe. Starting the full fine-tune from a
+    classifier that already fits keeps the first steps' large, random gradients out of the
+    pretrained backbone. Returns the classifier's val top-1."""
+    probe = RECIPES["linear-probe"]
+    probe_cfg = replace(
+        cfg, **{k: probe[k] for k in ("optimizer", "lr", "weight_decay", "label_smoothing", "schedule", "warmup")}
+    )
+    probe_cfg = replace(probe_cfg, head_lr_mult=1.0, epochs=cfg.probe_epochs, channels_last=False, amp=False, ema=0.0)
+    train_feats, val_feats = _feature_loaders(
+        probe_cfg, model, train_images, val_loader, device, torch.Generator().manual_seed(cfg.seed)
+    )
+    head = nn.Sequential(model.dropout, model.classifier)
+    optimizer = _make_optimizer(probe_cfg, head, probe_cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(probe_cfg, len(train_feats)))
+    for epoch in range(probe_cfg.epochs):
+        head.train()
+        train_one_epoch(head, train_feats, optimizer, scheduler, probe_cfg, device=device, epoch=epoch)
+    return validate(head, val_feats, probe_cfg, num_classes=model.config.num_classes, device=device)["top1"]
 
 
 class _Logger:
@@ -602,7 +634,7 @@ def train_one_epoch(
             if not math.isfinite(mean_loss):
                 raise FloatingPointError(
                     f"loss is {mean_loss} at epoch {epoch + 1}, step {step + 1} (or up to {LOG_EVERY - 1} steps before); "
-                    f"stopped. The {recipe_for(cfg)} recipe ran at lr {cfg.lr:g} with {cfg.optimizer}; "
+                    f"stopped. The {recipe_for(cfg)} recipe ran at lr {cfg.lr} with {cfg.optimizer}; "
                     f"the last good checkpoint is kept in {cfg.out} (resume with a lower --lr)"
                 )
             if bar is not None:
@@ -702,7 +734,9 @@ def _describe(cfg: TrainConfig, split: DataSplit, world: int, device: torch.devi
         "finetune": f"fine-tuning recipe from {cfg.weights}",
         "linear-probe": f"linear-probe recipe on {cfg.weights}",
     }[recipe]
-    head = f", classifier lr x{cfg.head_lr_mult:g}" if recipe == "finetune" else ""
+    head = (
+        f", classifier lr x{cfg.head_lr_mult:g} after {cfg.probe_epochs} classifier-only passes" if recipe == "finetune" else ""
+    )
     return (
         f"recipe: {what}: {cfg.optimizer}{head}, {cfg.schedule} schedule, warm-up {cfg.warmup:g} epochs, BN {cfg.bn}, "
         f"augmentation {'on' if cfg.augment else 'off'}, label smoothing {cfg.label_smoothing:g}, dropout {cfg.dropout:g}\n"
@@ -712,12 +746,13 @@ def _describe(cfg: TrainConfig, split: DataSplit, world: int, device: torch.devi
     )
 
 
-def _data(cfg: TrainConfig, source: MobileNetConfig | None) -> DataSplit:
+def _data(cfg: TrainConfig, source: MobileNetConfig | None, augment: bool | None = None) -> DataSplit:
     """The data split, with the transforms that the weights (if any) expect. Reads only folder
     listings: no image is decoded until training starts."""
     resolution = cfg.resolution or (source.resolution if source else RECIPES[recipe_for(cfg)]["resolution"])
     template = (source or MobileNetConfig()).replace(resolution=resolution)
-    augment = cfg.augment if cfg.augment is not None else RECIPES[recipe_for(cfg)]["augment"]
+    if augment is None:
+        augment = cfg.augment if cfg.augment is not None else RECIPES[recipe_for(cfg)]["augment"]
     eval_tf = transforms_for(template, preprocess=cfg.preprocess)
     train_tf = train_transform(resolution, mean=template.mean, std=template.std) if augment else eval_tf
     split = load_data(cfg.data, resolution, seed=cfg.seed, train_tf=train_tf, eval_tf=eval_tf)
@@ -742,12 +777,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     pretrained = _pretrained(cfg)
     split = _data(cfg, pretrained.config if pretrained is not None else None)
-    if cfg.batch_size * world > len(split.train):
+    model, cfg = build_model(cfg, split, pretrained)
+    per_process = max(len(split.train) // world, 1)
+    if cfg.batch_size is None:
+        cfg = replace(cfg, batch_size=min(DEFAULT_BATCH, per_process))
+    elif cfg.batch_size > per_process:
         raise ValueError(
             f"batch_size={cfg.batch_size} x {world} process(es) is more than the {len(split.train)} training images; "
-            f"pass --batch-size {max(len(split.train) // world, 1)} or less"
+            f"pass --batch-size {per_process} or less"
         )
-    model, cfg = build_model(cfg, split, pretrained)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = cfg.bn_momentum
@@ -765,7 +803,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("classifier.")
     if probe_on_features:
-        train_loader, val_loader = _feature_loaders(cfg, model, train_loader, val_loader, device)
+        train_loader, val_loader = _feature_loaders(cfg, model, split.train, val_loader, device, train_loader.generator)
         step_model: nn.Module = nn.Sequential(model.dropout, model.classifier)
         cfg = replace(cfg, channels_last=False)  # the step sees (N, C) features
     else:
@@ -796,6 +834,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     cost = model_cost(model.config)
     if is_main:
         print(_describe(cfg, split, world, device, lr, cost), flush=True)
+    if cfg.probe_epochs and not cfg.freeze_backbone and not cfg.resume:
+        plain = _data(cfg, pretrained.config if pretrained is not None else None, augment=False).train
+        top1 = fit_classifier(cfg, model, plain, val_loader, device)
+        if is_main:
+            print(f"classifier fitted alone first ({cfg.probe_epochs} passes over features computed once): val top-1 {top1:.4f}")
 
     t_start = time.perf_counter()
     show_progress = is_main and cfg.progress and sys.stderr.isatty()
