@@ -4,7 +4,8 @@ Both models: bf16 weights and activations, channels_last, eval + inference_mode,
 three forms: eager; torch.compile (default mode); torch.compile(mode="reduce-overhead"), which
 replays the whole forward as one CUDA graph. Ours is timed with BN folded (mobilenet.deploy), in
 both paddings: 'symmetric' (timm's, our default) and 'tf' (what Google's weights need). Rounds
-are interleaved and the ratio is taken inside each round.
+are interleaved and the ratio is taken inside each round. Each round's figure is the batch over
+the median per-call time (mobilenet.bench.time_calls, synchronizing the GPU after each call).
 
     python benchmarks/gpu_inference.py [--rounds 5] [--batch 256] [--json]
 """
@@ -21,20 +22,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mobilenet import mobilenet_v1
+from mobilenet.bench import time_calls
 from mobilenet.deploy import fold_batchnorm, settle_batchnorm
 
 
 def images_per_second(fn, x: torch.Tensor, iters: int) -> float:
-    for _ in range(3):
-        fn(x)
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn(x)
-    end.record()
-    torch.cuda.synchronize()
-    return x.shape[0] * iters / (start.elapsed_time(end) / 1e3)
+    # The library's timing loop, waiting for the GPU after each call (sync_device=True).
+    times = time_calls(lambda: fn(x), warmup=3, iters=iters, min_seconds=0.0, settle=0.2, sync_device=True)
+    return x.shape[0] / times.median
 
 
 def prepare(model: torch.nn.Module, mode: str):

@@ -25,7 +25,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.reference import MODELS, photos, resized, varied_inputs
 
 from mobilenet import mobilenet_v1
+from mobilenet.bench import time_calls
 from mobilenet.deploy import backend_available, optimize
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -100,26 +100,15 @@ def timm_peers(batch_sizes: list[int], workdir: Path) -> dict[str, object]:
     from mobilenet.deploy import settle_batchnorm
 
     settle_batchnorm(model, 224)
-    model.config = mobilenet_v1().config  # export_onnx reads .config for the input shape only
-    path = export_onnx(model, workdir / "timm.onnx", dynamic_batch=True)
-    del model.config
+    path = export_onnx(model, workdir / "timm.onnx", dynamic_batch=True, example=torch.zeros(2, 3, 224, 224))
     return {"model": model.to(memory_format=torch.channels_last), "onnx": path}
 
 
 def time_round(fn, calls: int, min_seconds: float, settle: float) -> float:
     # Every runtime here keeps worker threads that spin for a while after their last call (OpenMP,
     # ONNX Runtime, XNNPACK); on 2 cores they would slow whichever backend runs next, so each
-    # slice starts after a pause and three untimed calls.
-    time.sleep(settle)
-    for _ in range(3):
-        fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < calls or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    # slice starts after a pause (settle) and three untimed calls.
+    return time_calls(fn, warmup=3, iters=calls, min_seconds=min_seconds, settle=settle).median
 
 
 def run_setting(name, files, batch, threads, rounds, calls, min_seconds, settle, calibration, workdir):

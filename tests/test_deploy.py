@@ -10,8 +10,8 @@ import torch
 
 from mobilenet import mobilenet_v1
 from mobilenet.bench import format_per_layer, per_layer_profile, plot_latency, run_grid
-from mobilenet.deploy import BACKENDS, backend_available, fold_batchnorm, optimize, settle_batchnorm
-from mobilenet.export import ExportedModel, export_model, load_exported, onnx_config
+from mobilenet.deploy import BACKENDS, ExportedModel, backend_available, fold_batchnorm, load_exported, optimize, settle_batchnorm
+from mobilenet.export import export_model, onnx_config
 
 from .reference import MODELS, have_reference, photos, resized
 from .test_cli import run_cli

@@ -86,3 +86,35 @@ def test_optimize_on_gpu():
     assert torch.nn.functional.cosine_similarity(got, want).min() > 0.98
     with pytest.raises(ValueError, match="runs on the CPU"):
         optimize(model, "onnxruntime")
+
+
+def test_time_calls_waits_for_the_gpu():
+    """Timed on kernel launches alone, a GPU call looks almost free; time_calls must wait for it."""
+    from mobilenet.bench import time_calls
+
+    def spin() -> torch.Tensor:
+        torch.cuda._sleep(50_000_000)  # a kernel that keeps the GPU busy for tens of ms
+        return torch.empty(1, device="cuda")
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    spin()
+    start.record()
+    spin()
+    end.record()
+    end.synchronize()
+    gpu_seconds = start.elapsed_time(end) / 1e3
+    timed = time_calls(spin, warmup=1, iters=3, min_seconds=0)  # a CUDA result: synchronized by itself
+    assert timed.synchronized and timed.median >= 0.8 * gpu_seconds
+    launches = time_calls(spin, warmup=1, iters=3, min_seconds=0, sync_device=False)
+    torch.cuda.synchronize()
+    assert launches.median < 0.5 * gpu_seconds  # the wrong number an unsynchronized loop reports
+
+
+def test_bench_grid_on_gpu_is_synchronized():
+    from mobilenet.bench import time_calls
+    from mobilenet.deploy import optimize
+
+    model = settle_batchnorm(mobilenet_v1(width_mult=0.25), 128).eval().cuda()
+    predictor = optimize(model, "eager")
+    x = torch.rand(2, 3, 128, 128)
+    assert time_calls(lambda: predictor(x), warmup=2, iters=3, min_seconds=0).synchronized

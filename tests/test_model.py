@@ -167,3 +167,24 @@ def test_channels_last_and_compile_free_equivalence():
         ref = model(x)
         cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
     torch.testing.assert_close(ref, cl, rtol=1e-4, atol=1e-5)
+
+
+def test_from_state_dict_rebuilds_and_names_what_differs():
+    from mobilenet.checkpoint import WeightsFileError
+
+    model = MobileNetV1(width_mult=0.25, num_classes=7).eval()
+    state = model.state_dict()
+    again = MobileNetV1.from_state_dict(state, model.config, source="x.safetensors", overrides={"dropout": 0.2})
+    assert not again.training and again.config.dropout == 0.2
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), model(x))
+    with pytest.raises(ValueError, match=r"x.safetensors holds a model with num_classes=7, but num_classes=10 was asked for"):
+        MobileNetV1.from_state_dict(state, model.config, source="x.safetensors", overrides={"num_classes": 10})
+    with pytest.raises(
+        WeightsFileError, match=r"x.safetensors does not fit .*classifier.weight: file \(7, 256\) vs model \(9, 256\)"
+    ):
+        MobileNetV1.from_state_dict(state, model.config.replace(num_classes=9), source="x.safetensors")
+    del state["stem.conv.weight"]
+    with pytest.raises(WeightsFileError, match=r"missing stem\.conv\.weight"):
+        MobileNetV1.from_state_dict(state, model.config)

@@ -6,8 +6,9 @@
 568740352
 """
 
+from .builder import mobilenet_v1
 from .cost import CostReport, LayerCost, model_cost, separable_conv_cost, separable_cost_ratio, standard_conv_cost
-from .model import FeatureExtractor, MobileNetV1, mobilenet_v1
+from .model import FeatureExtractor, MobileNetV1
 from .spec import TABLE1, MobileNetConfig, build_blocks, build_layers, conv_defs, scaled_depth
 
 __version__ = "0.1.0"

@@ -1,8 +1,11 @@
 """Latency and throughput of a Predictor, per-layer time against per-layer Mult-Adds, and the α x ρ grid.
 
-Timing: ``warmup`` calls first (allocators, oneDNN primitive caches, compiled graphs), then calls
-until both ``iters`` calls and ``min_seconds`` have passed; median, p10 and p90 of the per-call
-wall time. A noisy machine moves p90 first; compare medians, and compare backends in one run.
+Timing (:func:`time_calls`, the one timing loop of the library and of ``benchmarks/``): an
+optional settle pause, ``warmup`` calls (allocators, oneDNN primitive caches, compiled graphs),
+then calls until both ``iters`` calls and ``min_seconds`` have passed; median, p10 and p90 of the
+per-call wall time. Work on a GPU is waited for (``torch.cuda.synchronize``) before each clock
+read, else a call would be timed on its kernel launches alone. A noisy machine moves p90 first;
+compare medians, and compare backends in one run.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from torch import Tensor
 from .cost import model_cost
 from .spec import MobileNetConfig
 
-__all__ = ["Timing", "format_per_layer", "format_timings", "per_layer_profile", "plot_latency", "run_grid", "time_calls"]
+__all__ = [
+    "CallTimes",
+    "Timing",
+    "format_per_layer",
+    "format_timings",
+    "per_layer_profile",
+    "plot_latency",
+    "run_grid",
+    "time_calls",
+]
 
 
 @dataclass(frozen=True)
@@ -55,33 +67,91 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (index - lo)
 
 
-def time_calls(fn: Callable[[], Any], *, warmup: int = 10, iters: int = 50, min_seconds: float = 1.0) -> list[float]:
-    """Per-call wall times in seconds, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
+@dataclass(frozen=True)
+class CallTimes:
+    """Per-call wall times in seconds, in call order, and their summary statistics."""
+
+    times: tuple[float, ...]
+    synchronized: bool  # whether each call was waited for on the GPU
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def p10(self) -> float:
+        return _quantile(sorted(self.times), 0.1)
+
+    @property
+    def p90(self) -> float:
+        return _quantile(sorted(self.times), 0.9)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+def _on_cuda(value: Any) -> bool:
+    """Whether a call's result (a tensor, or tensors in a tuple, list or dict) lives on a GPU."""
+    if isinstance(value, Tensor):
+        return value.is_cuda
+    if isinstance(value, (tuple, list)):
+        return any(_on_cuda(v) for v in value)
+    if isinstance(value, dict):
+        return any(_on_cuda(v) for v in value.values())
+    return False
+
+
+def time_calls(
+    fn: Callable[[], Any],
+    *,
+    warmup: int = 10,
+    iters: int = 50,
+    min_seconds: float = 1.0,
+    settle: float = 0.0,
+    sync_device: bool | None = None,
+    max_calls: int | None = None,
+) -> CallTimes:
+    """Times ``fn()``: ``settle`` idle seconds, ``warmup`` untimed calls, then at least ``iters``
+    calls and ``min_seconds``, at most ``max_calls`` (default ``100 * iters``).
+
+    ``settle``: runtimes keep worker threads spinning for a while after their last call (OpenMP,
+    ONNX Runtime, XNNPACK); on a small machine they slow whatever is timed next, so a pause lets
+    them sleep. ``sync_device``: wait for the GPU after each call; None (the default) does so when
+    a warm-up call returned a CUDA tensor (at least one untimed call is then made).
+    """
+    if settle > 0:
+        time.sleep(settle)
+    out = None
+    for _ in range(max(warmup, 1 if sync_device is None else 0)):  # detecting needs one call's result
+        out = fn()
+    sync = _on_cuda(out) if sync_device is None else sync_device
+    if sync:
+        torch.cuda.synchronize()  # the warm-up's queued kernels must not land in the first timing
+    limit = max_calls or 100 * iters
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < iters or time.perf_counter() - start < min_seconds:
         t0 = time.perf_counter()
         fn()
+        if sync:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-        if len(times) >= 100 * iters:
+        if len(times) >= limit:
             break
-    return times
+    return CallTimes(tuple(times), sync)
 
 
-def summarize(times: Sequence[float], *, backend: str, config: MobileNetConfig, batch_size: int, threads: int) -> Timing:
-    ordered = sorted(times)
+def summarize(times: CallTimes, *, backend: str, config: MobileNetConfig, batch_size: int, threads: int) -> Timing:
     return Timing(
         backend=backend,
         width_mult=config.width_mult,
         resolution=config.resolution,
         batch_size=batch_size,
         threads=threads,
-        median_ms=statistics.median(ordered) * 1e3,
-        p10_ms=_quantile(ordered, 0.1) * 1e3,
-        p90_ms=_quantile(ordered, 0.9) * 1e3,
-        calls=len(ordered),
+        median_ms=times.median * 1e3,
+        p10_ms=times.p10 * 1e3,
+        p90_ms=times.p90 * 1e3,
+        calls=len(times),
         mult_adds=model_cost(config).mult_adds,
     )
 
@@ -96,7 +166,7 @@ def per_layer_profile(model: torch.nn.Module, x: Tensor, *, iters: int = 20) -> 
     """
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from .deploy import fold_batchnorm
+    from .model import fold_batchnorm
 
     folded = fold_batchnorm(model).to(memory_format=torch.channels_last)  # type: ignore[arg-type]
     x = x.contiguous(memory_format=torch.channels_last)

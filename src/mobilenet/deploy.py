@@ -1,7 +1,8 @@
 """The inference form of a MobileNetV1 and the runtimes that execute it.
 
 ``optimize(model, backend)`` returns a ``Predictor``: a callable from an NCHW float batch (already
-preprocessed, [-1, 1]) to logits, whatever runs underneath.
+preprocessed, [-1, 1]) to logits, whatever runs underneath. ``load_exported(path)`` does the same
+for a file :mod:`mobilenet.export` wrote.
 
 =================  ===========================================================================
 backend            what runs
@@ -21,9 +22,9 @@ backend            what runs
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,42 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .model import ConvBNAct, MobileNetV1
+from .export import export_onnx, onnx_config, quantize_onnx
+from .extras import install_hint, missing, require
+from .model import MobileNetV1, fold_batchnorm
 
-__all__ = ["BACKENDS", "Predictor", "backend_available", "fold_batchnorm", "optimize", "settle_batchnorm"]
+__all__ = [
+    "BACKENDS",
+    "ExportedModel",
+    "Predictor",
+    "backend_available",
+    "fold_batchnorm",
+    "load_exported",
+    "optimize",
+    "settle_batchnorm",
+]
 
-BACKENDS: tuple[str, ...] = ("eager", "compiled", "bf16", "onnxruntime", "int8", "openvino", "openvino-bf16", "openvino-int8")
+BACKENDS: tuple[str, ...] = (
+    "eager",
+    "compiled",
+    "bf16",
+    "onnxruntime",
+    "int8",
+    "openvino",
+    "openvino-bf16",
+    "openvino-int8",
+    "litert",
+    "litert-int8",
+    "executorch",
+    "executorch-int8",
+)
+# The phone runtimes (mobilenet.litert, mobilenet.pte) come with the [mobile] extra.
+_MOBILE = {
+    "litert": ("ai_edge_litert",),
+    "litert-int8": ("ai_edge_litert",),
+    "executorch": ("executorch",),
+    "executorch-int8": ("executorch", "torchao"),
+}
 _NEEDS = {
     "onnxruntime": ("onnxruntime", "onnxscript"),
     "int8": ("onnxruntime", "onnxscript"),
@@ -49,29 +81,11 @@ def backend_available(backend: str) -> str | None:
     """None if ``backend`` can run here, else a message saying what to install."""
     if backend not in BACKENDS:
         return f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}"
-    import importlib.util
-
-    missing = [m for m in _NEEDS.get(backend, ()) if importlib.util.find_spec(m) is None]
-    if missing:
-        extra = "pip install 'mobilenet[export]'" if "openvino" not in missing else "pip install openvino"
-        return f"backend {backend!r} needs {', '.join(missing)}, which is not installed: {extra}"
+    absent = missing(*_NEEDS.get(backend, ()), *_MOBILE.get(backend, ()))
+    if absent:
+        hint = "pip install 'mobilenet[mobile]'" if backend in _MOBILE else install_hint(absent)
+        return f"backend {backend!r} needs {', '.join(absent)}, which is not installed: {hint}"
     return None
-
-
-def fold_batchnorm(model: MobileNetV1) -> MobileNetV1:
-    """A copy of ``model`` (in eval mode) with each BN folded into the conv before it.
-
-    ``w' = w·γ/√(σ²+ε)`` and ``b' = β − μ·γ/√(σ²+ε)``: the same function, one pass over memory
-    fewer per layer. The copy has the same module tree with each ``bn`` an ``Identity``.
-    """
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        if isinstance(module, ConvBNAct) and isinstance(module.bn, nn.BatchNorm2d):
-            module.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(module.conv, module.bn)
-            module.bn = nn.Identity()
-    for p in folded.parameters():
-        p.requires_grad_(False)
-    return folded
 
 
 @torch.no_grad()
@@ -220,10 +234,10 @@ def optimize(
             module = torch.compile(folded, dynamic=False, options={"freezing": True})
         return TorchPredictor(module, backend, channels_last=True, dtype=dtype, device=device)  # type: ignore[arg-type]
 
-    from .export import export_onnx, quantize_onnx
-
     folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="mobilenet-"))
     folder.mkdir(parents=True, exist_ok=True)
+    if backend in _MOBILE:
+        return _mobile(folded, backend, folder, threads, calibration, activation_ranges, resolution)
     onnx_path = export_onnx(folded, folder / "model.onnx", resolution=resolution, dynamic_batch=True)
     if backend in ("int8", "openvino-int8"):
         if calibration is None and activation_ranges is None:
@@ -232,3 +246,82 @@ def optimize(
     if backend.startswith("openvino"):
         return OpenVINOPredictor(onnx_path, backend, threads, "bf16" if backend == "openvino-bf16" else "f32")
     return OnnxRuntimePredictor(onnx_path, backend, threads)
+
+
+def _mobile(
+    folded: MobileNetV1,
+    backend: str,
+    folder: Path,
+    threads: int | None,
+    calibration: Iterable[Tensor] | None,
+    activation_ranges: dict[str, tuple[float, int]] | None,
+    resolution: int | None,
+) -> Predictor:
+    """A LiteRT (.tflite) or ExecuTorch (.pte) export of ``folded`` run in its own runtime."""
+    int8 = backend.endswith("-int8")
+    if backend.startswith("litert"):
+        from .litert import LiteRTModel, export_tflite
+
+        if int8 and calibration is None and activation_ranges is None:
+            raise ValueError(f"backend {backend!r} quantizes to int8 and needs calibration images (calibration=...)")
+        path = export_tflite(
+            folded, folder / f"{backend}.tflite", resolution=resolution, int8=int8, calibration=calibration,
+            activation_ranges=activation_ranges,
+        )  # fmt: skip
+        return LiteRTModel(path, threads=threads)  # type: ignore[return-value]
+    from .pte import ExecuTorchModel, export_pte
+
+    if int8 and calibration is None:  # a TF Lite file's ranges do not carry over to the PT2E flow
+        raise ValueError(f"backend {backend!r} quantizes to int8 and needs calibration images (calibration=...)")
+    path = export_pte(folded, folder / f"{backend}.pte", resolution=resolution, int8=int8, calibration=calibration)
+    return ExecuTorchModel(path, threads=threads)  # type: ignore[return-value]
+
+
+def load_exported(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
+    """An exported file as a callable ``NCHW tensor → logits``: .onnx through ONNX Runtime,
+    .pt2 through ``torch.export.load``, TorchScript through ``torch.jit.load``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"exported model {str(path)!r} does not exist")
+    if path.suffix == ".onnx":
+        require("onnxruntime", purpose="running an ONNX file")
+        return OnnxRuntimePredictor(path, "onnxruntime", threads)
+    if path.suffix == ".tflite":
+        from .litert import LiteRTModel
+
+        return LiteRTModel(path, threads=threads)
+    if path.suffix == ".pte":
+        from .pte import ExecuTorchModel
+
+        return ExecuTorchModel(path, threads=threads)
+    if path.suffix == ".pt2":
+        module = torch.export.load(path).module()
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(path), map_location="cpu")
+
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return module(x)
+
+    return run
+
+
+class ExportedModel:
+    """An exported ONNX file (fp32 or int8) behind the small part of MobileNetV1's interface that
+    ``predict`` and ``evaluate`` use: ``config``, ``eval()`` and a call from images to logits."""
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        config = onnx_config(path)
+        if config is None:
+            raise ValueError(f"{path}: an ONNX file without mobilenet_config metadata; export it with `mobilenet export`")
+        self.config = config
+        self.path = Path(path)
+        self._run = load_exported(path, threads=threads)
+
+    def eval(self) -> ExportedModel:
+        return self
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self._run(x.float())

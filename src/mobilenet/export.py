@@ -1,5 +1,8 @@
 """Export to ONNX, TorchScript and PT2 (``torch.export``), and int8 post-training quantization.
 
+Running an exported file is :mod:`mobilenet.deploy`'s job (``load_exported``, ``ExportedModel``),
+beside the runtimes; this module only writes files.
+
 Every exported file carries the model's config (``mobilenet_config``: α, resolution, classes,
 labels), in the ONNX metadata or beside the program, and every write is atomic.
 
@@ -24,31 +27,32 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import CONFIG_KEY, atomic_write
+from .extras import require
+from .model import fold_batchnorm
 from .spec import MobileNetConfig
 
 __all__ = [
     "FORMATS",
-    "ExportedModel",
     "export_model",
     "export_onnx",
     "export_pt2",
     "export_torchscript",
-    "load_exported",
     "onnx_config",
     "quantize_onnx",
 ]
 
-FORMATS: tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "pt2")
-DEFAULT_SUFFIX = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
-
-
-def _require(*modules: str, purpose: str) -> None:
-    """A clear error naming the extra to install, instead of an ImportError from deep inside."""
-    import importlib.util
-
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise RuntimeError(f"{purpose} needs {', '.join(missing)}, which is not installed: pip install 'mobilenet[export]'")
+FORMATS: tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "pt2", "tflite", "tflite-int8", "pte", "pte-int8")
+DEFAULT_SUFFIX = {
+    "onnx": ".onnx",
+    "onnx-int8": ".int8.onnx",
+    "torchscript": ".torchscript.pt",
+    "pt2": ".pt2",
+    # The phone formats (mobilenet.litert, mobilenet.pte): LiteRT / TF Lite and ExecuTorch.
+    "tflite": ".tflite",
+    "tflite-int8": ".int8.tflite",
+    "pte": ".pte",
+    "pte-int8": ".int8.pte",
+}
 
 
 def _config(model: nn.Module) -> MobileNetConfig:
@@ -56,6 +60,29 @@ def _config(model: nn.Module) -> MobileNetConfig:
     if not isinstance(config, MobileNetConfig):
         raise TypeError(f"expected a MobileNetV1 (with .config), got {type(model).__name__}")
     return config
+
+
+def _config_and_example(
+    model: nn.Module, resolution: int | None, example: Tensor | None, batch: int = 1
+) -> tuple[MobileNetConfig | None, Tensor]:
+    """The config to record (None for a model that has none, e.g. a peer's) and the input to trace.
+
+    A model without our config needs ``example``; with one, the example defaults to zeros of the
+    config's shape. A batch of at least ``batch`` is traced, so a dynamic batch size stays free.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, MobileNetConfig):
+        if example is None:
+            raise TypeError(
+                f"{type(model).__name__} has no MobileNetConfig (.config), so the input shape is unknown; "
+                "pass example=torch.zeros(1, C, H, W)"
+            )
+        config = None
+    if example is None:
+        example = _example(model, resolution)
+    if example.shape[0] < batch:
+        example = example[:1].expand(batch, *example.shape[1:]).contiguous()
+    return config, example
 
 
 def _config_json(config: MobileNetConfig, example: Tensor) -> str:
@@ -76,16 +103,18 @@ def export_onnx(
     resolution: int | None = None,
     dynamic_batch: bool = False,
     opset: int = 18,
+    example: Tensor | None = None,
 ) -> Path:
     """ONNX via ``torch.onnx.export(dynamo=True)``; the input is ``images`` (N, 3, H, W), output ``logits``.
 
     The spatial size is fixed (``resolution``, default the model's), so TF 'SAME' pads become
     constants that ONNX Runtime fuses into the convs; ``dynamic_batch`` leaves N free.
+    ``example`` (an input batch) sets the shape instead, and lets a model without our config (a
+    peer's, for comparison) be exported; such a file carries no ``mobilenet_config``.
     """
-    _require("onnx", "onnxscript", purpose="ONNX export")
-    config = _config(model)
+    require("onnx", "onnxscript", purpose="ONNX export")
     model = model.eval()
-    example = _example(model, resolution, batch=2 if dynamic_batch else 1)
+    config, example = _config_and_example(model, resolution, example, batch=2 if dynamic_batch else 1)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -99,7 +128,8 @@ def export_onnx(
             opset_version=opset,
             verbose=False,
         )
-    program.model.metadata_props[CONFIG_KEY] = _config_json(config, example)
+    if config is not None:
+        program.model.metadata_props[CONFIG_KEY] = _config_json(config, example)
     # One self-contained file: MobileNet v1 is far below ONNX's 2 GB limit for inline weights.
     return atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
 
@@ -111,28 +141,33 @@ def onnx_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
     return onnx_config_from_model(onnx.load(str(path), load_external_data=False))
 
 
-def export_torchscript(model: nn.Module, path: str | os.PathLike[str], *, resolution: int | None = None) -> Path:
+def export_torchscript(
+    model: nn.Module, path: str | os.PathLike[str], *, resolution: int | None = None, example: Tensor | None = None
+) -> Path:
     """A traced TorchScript module (``torch.jit.load`` reads it); the config is in its extra files."""
-    config = _config(model)
-    example = _example(model, resolution)
+    config, example = _config_and_example(model, resolution, example)
     with torch.no_grad(), warnings.catch_warnings():
         # PyTorch marks TorchScript deprecated in favour of torch.export (format "pt2"); it is still
         # what many C++ and mobile deployments load, so we keep offering it.
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model.eval(), example, check_trace=False)
-        extra = {CONFIG_KEY: _config_json(config, example)}
+        extra = {CONFIG_KEY: _config_json(config, example)} if config is not None else {}
         return atomic_write(path, lambda tmp: torch.jit.save(traced, tmp, _extra_files=extra))
 
 
 def export_pt2(
-    model: nn.Module, path: str | os.PathLike[str], *, resolution: int | None = None, dynamic_batch: bool = False
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    resolution: int | None = None,
+    dynamic_batch: bool = False,
+    example: Tensor | None = None,
 ) -> Path:
     """A ``torch.export`` program (``torch.export.load`` reads it back), config in its extra files."""
-    config = _config(model)
-    example = _example(model, resolution, batch=2 if dynamic_batch else 1)
+    config, example = _config_and_example(model, resolution, example, batch=2 if dynamic_batch else 1)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
     program = torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic_shapes)
-    extra = {CONFIG_KEY: _config_json(config, example)}
+    extra = {CONFIG_KEY: _config_json(config, example)} if config is not None else {}
     return atomic_write(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra))
 
 
@@ -225,7 +260,7 @@ def quantize_onnx(
     quantized model instead of calibrating: the int8 model then rounds where Google's runtime
     rounds, and needs no calibration images.
     """
-    _require("onnx", "onnxruntime", purpose="int8 quantization")
+    require("onnx", "onnxruntime", purpose="int8 quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -252,8 +287,9 @@ def quantize_onnx(
         extra["TensorQuantOverrides"] = _range_overrides(prepared_model, {"input": (1 / 128, 128), **activation_ranges})
         if calibration is None:  # every activation's range is fixed; the calibrator only needs to run
             config = onnx_config_from_model(prepared_model)
-            size = config.resolution if config else 224
-            calibration = [torch.zeros(1, 3, size, size)]
+            if config is None:
+                raise ValueError(f"{src}: no mobilenet_config, so the input shape is unknown; pass calibration images")
+            calibration = [torch.zeros(1, config.in_chans, config.resolution, config.resolution)]
     if calibration is None:
         raise ValueError("int8 quantization needs calibration images or the activation ranges of a quantized model")
     reader = _Batches(calibration, input_name)
@@ -301,8 +337,6 @@ def export_model(
     activation_ranges: dict[str, tuple[float, int]] | None = None,
 ) -> Path:
     """One entry point for the CLI: ``fmt`` is one of :data:`FORMATS`. BN is folded first."""
-    from .deploy import fold_batchnorm
-
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: choose from {', '.join(FORMATS)}")
     folded = fold_batchnorm(model)  # type: ignore[arg-type]
@@ -312,6 +346,22 @@ def export_model(
         return export_pt2(folded, path, resolution=resolution, dynamic_batch=dynamic_batch)
     if fmt == "onnx":
         return export_onnx(folded, path, resolution=resolution, dynamic_batch=dynamic_batch)
+    if fmt.startswith("tflite"):
+        from .litert import export_tflite
+
+        return export_tflite(
+            folded,  # type: ignore[arg-type]
+            path,
+            resolution=resolution,
+            int8=fmt == "tflite-int8",
+            calibration=calibration,
+            calibration_method=calibration_method,
+            activation_ranges=activation_ranges,
+        )
+    if fmt.startswith("pte"):
+        from .pte import export_pte
+
+        return export_pte(folded, path, resolution=resolution, int8=fmt == "pte-int8", calibration=calibration)  # type: ignore[arg-type]
     if calibration is None and activation_ranges is None:
         raise ValueError("onnx-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
     path = Path(path)
@@ -320,47 +370,3 @@ def export_model(
         return quantize_onnx(fp32, path, calibration, method=calibration_method, activation_ranges=activation_ranges)
     finally:
         fp32.unlink(missing_ok=True)
-
-
-def load_exported(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
-    """An exported file as a callable ``NCHW tensor → logits``: .onnx through ONNX Runtime,
-    .pt2 through ``torch.export.load``, TorchScript through ``torch.jit.load``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"exported model {str(path)!r} does not exist")
-    if path.suffix == ".onnx":
-        _require("onnxruntime", purpose="running an ONNX file")
-        from .deploy import OnnxRuntimePredictor
-
-        return OnnxRuntimePredictor(path, "onnxruntime", threads)
-    if path.suffix == ".pt2":
-        module = torch.export.load(path).module()
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = torch.jit.load(str(path), map_location="cpu")
-
-    def run(x: Tensor) -> Tensor:
-        with torch.inference_mode():
-            return module(x)
-
-    return run
-
-
-class ExportedModel:
-    """An exported ONNX file (fp32 or int8) behind the small part of MobileNetV1's interface that
-    ``predict`` and ``evaluate`` use: ``config``, ``eval()`` and a call from images to logits."""
-
-    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
-        config = onnx_config(path)
-        if config is None:
-            raise ValueError(f"{path}: an ONNX file without mobilenet_config metadata; export it with `mobilenet export`")
-        self.config = config
-        self.path = Path(path)
-        self._run = load_exported(path, threads=threads)
-
-    def eval(self) -> ExportedModel:
-        return self
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self._run(x.float())

@@ -5,6 +5,11 @@ padding and BN eps 1e-5. Its tensors come in the same order as ours: ``conv_stem
 per block ``conv_dw``/``bn1``/``conv_pw``/``bn2``, then ``classifier``. timm rounds widths to
 multiples of 8 where TF-slim truncates; for α in {0.25, 0.5, 0.75, 1, 1.25} the two agree, and a
 width where they differ is refused with a clear error rather than loaded wrongly.
+
+Files: a ``torch.save`` checkpoint (``.pth``, read with ``weights_only=True``) or timm's
+``model.safetensors`` as the Hugging Face hub serves it. Neither says which pretrained tag it came
+from, so the config gets timm's common evaluation settings (resize and centre crop at
+``crop_pct`` 0.875, mean and std 0.5); a registry entry replaces them with its tag's own.
 """
 
 from __future__ import annotations
@@ -15,19 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from ..checkpoint import WeightsFileError
 from ..spec import MobileNetConfig, build_layers
 
-__all__ = ["convert_timm_state_dict", "load_timm_state_dict"]
+__all__ = ["convert_timm_state_dict", "is_timm_state_dict", "load_timm_state_dict"]
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.(conv_dw|bn1|conv_pw|bn2)\.(.+)$")
+
+
+def is_timm_state_dict(state: dict[str, Any]) -> bool:
+    """Whether ``state`` has timm MobileNetV1's key layout (not whether its shapes fit)."""
+    return "conv_stem.weight" in state and any(_BLOCK.match(k) for k in state)
 
 
 def convert_timm_state_dict(
     state: dict[str, torch.Tensor], source: str = "timm state dict"
 ) -> tuple[dict[str, torch.Tensor], MobileNetConfig]:
-    if "conv_stem.weight" not in state or not any(_BLOCK.match(k) for k in state):
+    if not is_timm_state_dict(state):
         raise WeightsFileError(f"{source}: not a timm MobileNetV1 state dict (no conv_stem / blocks.*.*.conv_dw)")
     stages = sorted({(int(m[1]), int(m[2])) for k in state if (m := _BLOCK.match(k))})
     index = {stage: i for i, stage in enumerate(stages)}
@@ -41,6 +53,10 @@ def convert_timm_state_dict(
         padding="symmetric",
         bn_eps=1e-5,
         labels="imagenet1000" if num_classes == 1000 else None,
+        preprocess="torchvision",
+        crop_pct=0.875,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
     )
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -66,10 +82,16 @@ def convert_timm_state_dict(
 
 
 def load_timm_state_dict(path: str | os.PathLike[str] | dict[str, Any]) -> tuple[dict[str, torch.Tensor], MobileNetConfig]:
-    """A timm checkpoint file (read with ``weights_only=True``) or an in-memory state dict."""
+    """A timm checkpoint file (``.safetensors``, or ``torch.save`` read with ``weights_only=True``)
+    or an in-memory state dict."""
     if isinstance(path, dict):
         return convert_timm_state_dict(path)
     path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        try:
+            return convert_timm_state_dict(load_file(str(path)), str(path))
+        except (SafetensorError, OSError) as exc:
+            raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

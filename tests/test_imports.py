@@ -1,0 +1,121 @@
+"""Imports run one way, from the CLI down to ``spec``: no cycle, and no layer imports one above it.
+
+The graph is read from the source (AST), function-level imports included, so a lazy import that
+hides a cycle at import time is still caught. A new module must be given a layer here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mobilenet
+
+PACKAGE = Path(mobilenet.__file__).parent
+
+#: Lowest first. A module may import modules of its own layer or any layer below, never above.
+LAYERS: list[set[str]] = [
+    {"spec", "labels", "extras"},
+    {"cost", "checkpoint", "data", "plots", "paper"},
+    {"model"},
+    {"weights.registry", "weights.tflite", "weights.keras", "weights.timm", "export"},
+    {"weights.loader", "weights", "deploy", "litert", "evaluate", "predict"},
+    {"builder", "bench", "train"},
+    {"cli", "__main__", ""},  # "" is the package itself, mobilenet/__init__.py
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(importer: str, is_package: bool, node: ast.ImportFrom | ast.Import) -> list[str]:
+    """The modules of ours an import statement names (``from . import x`` may name submodules)."""
+    if isinstance(node, ast.Import):
+        return [a.name.removeprefix("mobilenet").lstrip(".") for a in node.names if a.name.split(".")[0] == "mobilenet"]
+    if node.level == 0:
+        if not node.module or node.module.split(".")[0] != "mobilenet":
+            return []
+        base = node.module.removeprefix("mobilenet").lstrip(".")
+    else:
+        here = importer.split(".") if importer else []
+        if not is_package:
+            here = here[:-1]
+        here = here[: len(here) - (node.level - 1)]
+        base = ".".join(here + ([node.module] if node.module else []))
+    return [base, *(f"{base}.{a.name}".lstrip(".") for a in node.names)]
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = sorted(PACKAGE.rglob("*.py"))
+    names = {_module_name(f) for f in files}
+    graph: dict[str, set[str]] = {}
+    for f in files:
+        name = _module_name(f)
+        edges = set()
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                edges |= {m for m in _resolve(name, f.name == "__init__.py", node) if m in names and m != name}
+        graph[name] = edges
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_graph_sees_function_level_imports():
+    graph = import_graph()
+    assert "weights" in graph["builder"] and "weights.loader" in graph["weights"]
+    assert "deploy" in graph["bench"]  # bench imports deploy inside its functions only
+
+
+def test_no_import_cycle():
+    cycle = _find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(m or "mobilenet" for m in cycle)
+
+
+def test_every_module_has_a_layer():
+    placed = set().union(*LAYERS)
+    missing = sorted(set(import_graph()) - placed)
+    assert not missing, f"modules {missing} have no layer in tests/test_imports.py LAYERS; add them where they belong"
+
+
+def test_no_upward_import():
+    layer = {name: i for i, names in enumerate(LAYERS) for name in names}
+    graph = import_graph()
+    upward = [
+        f"{a or 'mobilenet'} (layer {layer[a]}) imports {b} (layer {layer[b]})"
+        for a, deps in graph.items()
+        for b in sorted(deps)
+        if a in layer and b in layer and layer[b] > layer[a]
+    ]
+    assert not upward, "imports must run downward:\n" + "\n".join(upward)
+
+
+def test_the_bottom_stays_the_bottom():
+    graph = import_graph()
+    assert graph["spec"] == set()
+    assert not {d.split(".")[0] for d in graph["model"]} & {"weights", "deploy", "export", "train", "cli", "builder"}
+    assert not {d for d in graph["weights.registry"] if d.startswith("weights")}  # it finds files, never loads them
