@@ -102,7 +102,7 @@ def _sweep(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate, evaluation_data
 
-    model = _inference_model(args.weights)
+    model = _inference_model(args.weights, args.runtime)
     loader, label_offset, classes = evaluation_data(
         model, args.data, batch_size=args.batch_size, workers=args.workers, preprocess=args.preprocess
     )
@@ -134,12 +134,33 @@ def _weights_arg(values: list[str]) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def _inference_model(values: list[str]) -> Any:
-    """Weights for predict/eval: anything load_weights reads, or an exported .onnx (fp32 or int8)."""
-    if len(values) == 1 and values[0].lower().endswith(".onnx"):
+def _inference_model(values: list[str], runtime: str = "torch") -> Any:
+    """Weights for predict/eval: anything load_weights reads, an exported .onnx (fp32 or int8), a
+    .tflite or .pte file we exported (run in LiteRT / ExecuTorch), or with ``runtime="litert"``
+    any .tflite (Google's too) in LiteRT. Someone else's .tflite otherwise loads as weights."""
+    suffixes = {Path(v).suffix.lower() for v in values}
+    if runtime == "litert":
+        if suffixes != {".tflite"}:
+            raise ValueError(f"--runtime litert runs .tflite files; got {' '.join(values)}")
+        from .litert import LiteRTModel
+
+        return LiteRTModel(values)
+    if len(values) == 1 and suffixes == {".onnx"}:
         from .deploy import ExportedModel
 
         return ExportedModel(values[0])
+    if len(values) == 1 and suffixes == {".pte"}:
+        from .pte import ExecuTorchModel
+
+        return ExecuTorchModel(values[0])
+    if len(values) == 1 and suffixes == {".tflite"}:
+        import importlib.util
+
+        if importlib.util.find_spec("ai_edge_litert") is not None:
+            from .litert import LiteRTModel, tflite_config
+
+            if tflite_config(values[0]) is not None:  # ours: it says how to run it
+                return LiteRTModel(values[0])
     from .weights import load_weights
 
     return load_weights(_weights_arg(values))
@@ -149,7 +170,7 @@ def _inference_model(values: list[str]) -> Any:
 def _predict(args: argparse.Namespace) -> None:
     from .predict import predict
 
-    model = _inference_model(args.weights)
+    model = _inference_model(args.weights, args.runtime)
     results = predict(model, args.images, topk=args.topk, crop=args.crop, preprocess=args.preprocess)
     if args.json:
         _print_json(results)
@@ -233,7 +254,9 @@ def _export(args: argparse.Namespace) -> None:
         stem = Path(args.weights[0]).stem if args.weights else f"mobilenet_v1_{config.width_mult:g}_{resolution}"
         out = Path(stem + DEFAULT_SUFFIX[args.format])
     calibration, ranges = None, None
-    if args.format == "onnx-int8":
+    if args.format == "pte-int8":  # the PT2E flow calibrates; a TF Lite file's ranges do not carry over
+        calibration = _calibration(args, config, resolution)
+    elif args.format in ("onnx-int8", "tflite-int8"):
         ranges = _tflite_ranges(args)
         if ranges is not None:
             print("int8 activation ranges: the TF Lite file's own (pass --calibration DIR to calibrate instead)")
@@ -258,7 +281,7 @@ def _export(args: argparse.Namespace) -> None:
     with torch.inference_mode():
         want = model(x)
     got = load_exported(path)(x)
-    if args.format == "onnx-int8":
+    if args.format.endswith("-int8"):
         agree = float((got.argmax(1) == want.argmax(1)).float().mean())
         what = "calibration images" if calibration else "random inputs"
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); top-1 agreement with float on {len(x)} {what}: {agree:.1%}")
@@ -407,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--per-class", action="store_true", help="per-class accuracy and the confusion matrix")
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "litert"],
+        default="torch",
+        help="litert: run .tflite file(s) in LiteRT, Google's too (default: ours run in LiteRT, others load as weights)",
+    )
     _add_preprocess_arg(p)
     p.add_argument("--json", action="store_true")
 
@@ -419,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights file(s) or a registry name (two files for the split 1.0-224 TF Lite model)",
     )
     p.add_argument("--topk", type=int, default=5)
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "litert"],
+        default="torch",
+        help="litert: run .tflite file(s) in LiteRT, Google's too (default: ours run in LiteRT, others load as weights)",
+    )
     p.add_argument("--crop", type=float, help="central crop fraction (default: the weights'; 1.0 = the whole image)")
     _add_preprocess_arg(p)
     p.add_argument("--json", action="store_true")
@@ -426,14 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .deploy import BACKENDS
     from .export import FORMATS
 
-    p = sub.add_parser("export", help="export to ONNX (fp32 or int8), TorchScript or PT2, checked against PyTorch")
+    p = sub.add_parser("export", help="export to ONNX, TorchScript, PT2, TF Lite or ExecuTorch (fp32 or int8), checked against PyTorch")
     p.add_argument("--weights", nargs="+", help="weights file(s) or registry name (default: random init, for trying it out)")
     p.add_argument("--format", choices=FORMATS, default="onnx")
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch size free (ONNX, PT2)")
     p.add_argument("--width-mult", "-a", type=float, help="α, without --weights (default 1.0)")
     p.add_argument("--resolution", "-r", type=int, help="input size (default: the weights')")
     p.add_argument("--num-classes", type=int, default=1000, help="without --weights (default 1000)")
-    p.add_argument("--calibration", help="onnx-int8: folder of sample images (searched recursively)")
+    p.add_argument("--calibration", help="int8: folder of sample images (searched recursively)")
     p.add_argument("--calibration-images", type=int, default=256)
     p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax")
     p.add_argument("-o", "--output", help="output file (default: next to the name of the weights)")
