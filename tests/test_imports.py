@@ -18,8 +18,10 @@ LAYERS: list[set[str]] = [
     {"spec", "labels", "extras"},
     {"cost", "checkpoint", "data", "plots", "paper"},
     {"model"},
-    {"weights.registry", "weights.tflite", "weights.keras", "weights.timm", "export"},
-    {"weights.loader", "weights", "deploy", "litert", "evaluate", "predict"},
+    # litert and pte write TF Lite / ExecuTorch files for export and run them for deploy, so they
+    # sit with export: fold_batchnorm comes from .model, never from .deploy.
+    {"weights.registry", "weights.tflite", "weights.keras", "weights.timm", "export", "litert", "pte"},
+    {"weights.loader", "weights", "deploy", "evaluate", "predict"},
     {"builder", "bench", "train"},
     {"cli", "__main__", ""},  # "" is the package itself, mobilenet/__init__.py
 ]

@@ -432,7 +432,7 @@ def export_tflite(
     path). ``per_channel=False`` gives one weight scale per tensor (worse; for comparison).
     """
     require_litert("TF Lite export")
-    from .deploy import fold_batchnorm
+    from .model import fold_batchnorm
 
     config = getattr(model, "config", None)
     if not isinstance(model, MobileNetV1) or not isinstance(config, MobileNetConfig):

@@ -82,7 +82,7 @@ def export_pte(
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    from .deploy import fold_batchnorm
+    from .model import fold_batchnorm
 
     config = getattr(model, "config", None)
     if not isinstance(model, MobileNetV1) or not isinstance(config, MobileNetConfig):
