@@ -209,7 +209,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         optimizer="adamw",
         lr=1e-4,
         head_lr_mult=10.0,
-        probe_epochs=10,
+        probe_epochs=30,
         weight_decay=1e-2,
         label_smoothing=0.1,
         schedule="cosine",
@@ -219,9 +219,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         augment=True,
     ),
     "linear-probe": dict(
-        epochs=10,
+        epochs=30,  # passes over cached features take a moment each
         optimizer="adamw",
-        lr=3e-3,
+        lr=1e-2,
         head_lr_mult=1.0,
         probe_epochs=0,
         weight_decay=1e-4,
@@ -701,6 +701,7 @@ def save_checkpoint(out: Path, model: MobileNetV1, ema: Any, state: dict[str, An
 def _summary(
     out: Path, logger: _Logger, cfg: TrainConfig, cost: Any, best_top1: float, wall: float, world: int
 ) -> dict[str, Any]:
+    assert logger is not None
     last = logger.rows[-1] if logger.rows else {}
     summary: dict[str, Any] = {
         "val_top1": last.get("val_top1"),
@@ -723,10 +724,16 @@ def _summary(
         summary["plot"] = str(out / "curves.png")
     except ImportError:
         print("matplotlib is not installed; no plot written (pip install 'mobilenet[train]')")
+    print(
+        f"done: val top-1 {summary['val_top1']:.4f}, top-5 {summary['val_top5']:.4f} (best {best_top1:.4f}); "
+        f"{cost.mult_adds / 1e6:.1f} M Mult-Adds, {cost.params / 1e6:.2f} M params; {wall:.1f} s, "
+        f"{summary['images_per_s']:.0f} img/s; weights in {out}"
+    )
     return summary
 
 
-def _describe(cfg: TrainConfig, split: DataSplit, world: int, device: torch.device, lr: float, cost: Any) -> str:
+def _describe(cfg: TrainConfig, split: DataSplit, world: int, device: torch.device, cost: Any) -> str:
+    lr = cfg.lr
     recipe = recipe_for(cfg)
     what = {
         "paper": "the paper's recipe from scratch",
@@ -769,143 +776,192 @@ def _data(cfg: TrainConfig, source: MobileNetConfig | None, augment: bool | None
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Trains a MobileNet v1 as ``cfg`` says; returns the summary (also written to ``out/summary.json``)."""
     cfg.validate()
-    out = _check_out_folder(cfg)
+    out = _check_out_folder(cfg)  # before any work: a refused run leaves nothing behind
     rank, local_rank, world = _setup_distributed()
-    is_main = rank == 0
-    device = _pick_device(cfg, local_rank)
+    is_main, device = rank == 0, _pick_device(cfg, local_rank)
     _seed_everything(cfg.seed)
 
-    pretrained = _pretrained(cfg)
+    pretrained = _pretrained(cfg)  # with --weights, the weights define the network
     split = _data(cfg, pretrained.config if pretrained is not None else None)
     model, cfg = build_model(cfg, split, pretrained)
-    per_process = max(len(split.train) // world, 1)
-    if cfg.batch_size is None:
-        cfg = replace(cfg, batch_size=min(DEFAULT_BATCH, per_process))
-    elif cfg.batch_size > per_process:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} x {world} process(es) is more than the {len(split.train)} training images; "
-            f"pass --batch-size {per_process} or less"
-        )
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = cfg.bn_momentum
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    cfg = _fit_batch_size(cfg, len(split.train), world)
+    _place(model, cfg, device)
     train_loader, val_loader = _loaders(cfg, split, world, rank, device)
     if cfg.bn == "recalibrate" and not cfg.resume:
         recalibrate_batchnorm(model, train_loader)
     teacher = _teacher(cfg, len(split.classes), device, model.config)
-
-    # A linear probe without augmentation trains the classifier on features computed once.
-    probe_on_features = cfg.freeze_backbone and not cfg.augment and teacher is None
-    if cfg.freeze_backbone:
-        for name, p in model.named_parameters():
-            p.requires_grad = name.startswith("classifier.")
-    if probe_on_features:
-        train_loader, val_loader = _feature_loaders(cfg, model, split.train, val_loader, device, train_loader.generator)
-        step_model: nn.Module = nn.Sequential(model.dropout, model.classifier)
-        cfg = replace(cfg, channels_last=False)  # the step sees (N, C) features
-    else:
-        step_model = model
-
-    lr = cfg.lr if cfg.lr is not None else BASE_LR[cfg.optimizer] * cfg.batch_size * world / BASE_BATCH
-    cfg = replace(cfg, lr=lr)
-    optimizer = _make_optimizer(cfg, step_model, lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, max(len(train_loader), 1)))
-    ema = None
-    if cfg.ema > 0:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
-        )
+    step_model, train_loader, val_loader, cfg = _what_trains(cfg, model, split, train_loader, val_loader, teacher, device)
+    cfg, optimizer, scheduler, ema = _optimization(cfg, step_model, model, world, len(train_loader))
 
     start_epoch, best_top1, history_time = 0, -1.0, 0.0
     if cfg.resume:
         start_epoch, best_top1, history_time = _resume(out, model, optimizer, scheduler, ema, is_main)
     elif is_main:
         out.mkdir(parents=True, exist_ok=True)
-
-    train_model: nn.Module = step_model
-    if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(step_model, device_ids=[local_rank] if device.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
+    train_model = _wrap(step_model, cfg, world, local_rank, device)
     logger = _Logger(out, start_epoch, cfg.tensorboard) if is_main else None
     cost = model_cost(model.config)
     if is_main:
-        print(_describe(cfg, split, world, device, lr, cost), flush=True)
+        print(_describe(cfg, split, world, device, cost), flush=True)
     if cfg.probe_epochs and not cfg.freeze_backbone and not cfg.resume:
-        plain = _data(cfg, pretrained.config if pretrained is not None else None, augment=False).train
-        top1 = fit_classifier(cfg, model, plain, val_loader, device)
-        if is_main:
-            print(f"classifier fitted alone first ({cfg.probe_epochs} passes over features computed once): val top-1 {top1:.4f}")
+        _fit_classifier_first(cfg, model, pretrained, val_loader, device, is_main)
 
     t_start = time.perf_counter()
-    show_progress = is_main and cfg.progress and sys.stderr.isatty()
     for epoch in range(start_epoch, cfg.epochs):
-        # Per-epoch seeds make an epoch's shuffling, augmentation and dropout independent of
-        # whether the run was resumed: a resumed run ends with the same weights.
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # type: ignore[union-attr]
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
+        _seed_epoch(cfg, train_loader, epoch)  # a resumed run then ends with the same weights
         set_train_mode(step_model, cfg.bn, frozen_backbone=cfg.freeze_backbone)
         stats = train_one_epoch(
-            train_model,
-            train_loader,
-            optimizer,
-            scheduler,
-            cfg,
-            device=device,
-            epoch=epoch,
-            teacher=teacher,
-            ema=ema,
-            show_progress=show_progress,
+            train_model, train_loader, optimizer, scheduler, cfg, device=device, epoch=epoch, teacher=teacher, ema=ema,
+            show_progress=is_main and cfg.progress and sys.stderr.isatty(),
+        )  # fmt: skip
+        val = validate(
+            ema.module if ema is not None else step_model, val_loader, cfg, num_classes=len(split.classes), device=device
         )
-        eval_model = ema.module if ema is not None else step_model
-        val = validate(eval_model, val_loader, cfg, num_classes=len(split.classes), device=device)
         if world > 1:
             reduce_metrics(stats, val, device)
         if is_main:
-            assert logger is not None
-            row = _epoch_row(epoch, stats, val, optimizer)
-            logger.log(row)
-            print(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
-                f"val top-1 {val['top1']:.4f}  top-5 {val['top5']:.4f}  {row['images_per_s']:.0f} img/s",
-                flush=True,
-            )
-            if stats["skipped"]:
-                print(f"epoch {epoch + 1}: skipped {stats['skipped']} unreadable image(s)")
-            is_best = val["top1"] > best_top1
-            best_top1 = max(best_top1, val["top1"])
-            state = {
-                "epoch": epoch + 1,
-                "best_top1": best_top1,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "config": json.dumps(asdict(cfg)),
-                "wall_time": history_time + time.perf_counter() - t_start,
-            }
-            if ema is not None:
-                state["ema"] = ema.state_dict()
-            save_checkpoint(out, model, ema, state, is_best)
+            wall = history_time + time.perf_counter() - t_start
+            best_top1 = _end_epoch(out, cfg, epoch, stats, val, logger, model, optimizer, scheduler, ema, best_top1, wall)
         if world > 1:
             dist.barrier()
 
     summary: dict[str, Any] = {}
     if is_main:
-        assert logger is not None
-        wall = history_time + time.perf_counter() - t_start
-        summary = _summary(out, logger, cfg, cost, best_top1, wall, world)
-        print(
-            f"done: val top-1 {summary['val_top1']:.4f}, top-5 {summary['val_top5']:.4f} (best {best_top1:.4f}); "
-            f"{cost.mult_adds / 1e6:.1f} M Mult-Adds, {cost.params / 1e6:.2f} M params; {wall:.1f} s, "
-            f"{summary['images_per_s']:.0f} img/s; weights in {out}"
-        )
+        summary = _summary(out, logger, cfg, cost, best_top1, history_time + time.perf_counter() - t_start, world)
     if world > 1 and dist.is_initialized():
         dist.destroy_process_group()
     return summary
+
+
+def _fit_batch_size(cfg: TrainConfig, images: int, world: int) -> TrainConfig:
+    """The default batch shrinks to a small training set; a batch the user asked for that no epoch
+    can fill is an error (it would also scale the paper recipe's lr for images that never come)."""
+    per_process = max(images // world, 1)
+    if cfg.batch_size is None:
+        return replace(cfg, batch_size=min(DEFAULT_BATCH, per_process))
+    if cfg.batch_size > per_process:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} x {world} process(es) is more than the {images} training images; "
+            f"pass --batch-size {per_process} or less"
+        )
+    return cfg
+
+
+def _place(model: MobileNetV1, cfg: TrainConfig, device: torch.device) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = cfg.bn_momentum
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+
+def _what_trains(
+    cfg: TrainConfig,
+    model: MobileNetV1,
+    split: DataSplit,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    teacher: Any,
+    device: torch.device,
+) -> tuple[nn.Module, DataLoader, DataLoader, TrainConfig]:
+    """The module the optimizer steps, and its loaders: the whole model, or for a linear probe
+    without augmentation, the classifier alone on pooled features computed once."""
+    if cfg.freeze_backbone:
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("classifier.")
+    if not (cfg.freeze_backbone and not cfg.augment and teacher is None):
+        return model, train_loader, val_loader, cfg
+    train_loader, val_loader = _feature_loaders(cfg, model, split.train, val_loader, device, train_loader.generator)
+    head = nn.Sequential(model.dropout, model.classifier)
+    return head, train_loader, val_loader, replace(cfg, channels_last=False)  # the step sees (N, C) features
+
+
+def _optimization(
+    cfg: TrainConfig, step_model: nn.Module, model: MobileNetV1, world: int, steps_per_epoch: int
+) -> tuple[TrainConfig, torch.optim.Optimizer, Any, Any]:
+    lr = cfg.lr if cfg.lr is not None else BASE_LR[cfg.optimizer] * cfg.batch_size * world / BASE_BATCH
+    cfg = replace(cfg, lr=lr)
+    optimizer = _make_optimizer(cfg, step_model, lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, max(steps_per_epoch, 1)))
+    ema = None
+    if cfg.ema > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
+        )
+    return cfg, optimizer, scheduler, ema
+
+
+def _wrap(step_model: nn.Module, cfg: TrainConfig, world: int, local_rank: int, device: torch.device) -> nn.Module:
+    train_model = step_model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(step_model, device_ids=[local_rank] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    return train_model
+
+
+def _fit_classifier_first(
+    cfg: TrainConfig,
+    model: MobileNetV1,
+    pretrained: MobileNetV1 | None,
+    val_loader: DataLoader,
+    device: torch.device,
+    is_main: bool,
+) -> None:
+    plain = _data(cfg, pretrained.config if pretrained is not None else None, augment=False).train
+    top1 = fit_classifier(cfg, model, plain, val_loader, device)
+    if is_main:
+        print(f"classifier fitted alone first ({cfg.probe_epochs} passes over features computed once): val top-1 {top1:.4f}")
+
+
+def _seed_epoch(cfg: TrainConfig, train_loader: DataLoader, epoch: int) -> None:
+    """Per-epoch seeds make an epoch's shuffling, augmentation and dropout independent of whether
+    the run was resumed."""
+    torch.manual_seed(cfg.seed * 1000 + epoch)
+    train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # type: ignore[union-attr]
+    if isinstance(train_loader.sampler, DistributedSampler):
+        train_loader.sampler.set_epoch(epoch)
+
+
+def _end_epoch(
+    out: Path,
+    cfg: TrainConfig,
+    epoch: int,
+    stats: dict[str, float],
+    val: dict[str, Any],
+    logger: _Logger | None,
+    model: MobileNetV1,
+    optimizer: Any,
+    scheduler: Any,
+    ema: Any,
+    best_top1: float,
+    wall_time: float,
+) -> float:
+    """Logs the epoch and writes its checkpoint (rank 0); returns the best val top-1 so far."""
+    assert logger is not None
+    row = _epoch_row(epoch, stats, val, optimizer)
+    logger.log(row)
+    print(
+        f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
+        f"val top-1 {val['top1']:.4f}  top-5 {val['top5']:.4f}  {row['images_per_s']:.0f} img/s",
+        flush=True,
+    )
+    if stats["skipped"]:
+        print(f"epoch {epoch + 1}: skipped {stats['skipped']} unreadable image(s)")
+    is_best = val["top1"] > best_top1
+    state = {
+        "epoch": epoch + 1,
+        "best_top1": max(best_top1, val["top1"]),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "config": json.dumps(asdict(cfg)),
+        "wall_time": wall_time,
+    }
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    save_checkpoint(out, model, ema, state, is_best)
+    return state["best_top1"]
 
 
 def _pretrained(cfg: TrainConfig) -> MobileNetV1 | None:
