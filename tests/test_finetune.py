@@ -176,3 +176,54 @@ def test_single_class_and_probe_without_weights_are_refused(tmp_path):
         train(TrainConfig(data=str(one), out=str(tmp_path / "o1"), progress=False))
     with pytest.raises(ValueError, match="random backbone"):
         train(TrainConfig(data=str(FLOWERS), freeze_backbone=True, out=str(tmp_path / "o2"), progress=False))
+
+
+def _keras_with_weights(state: dict[str, torch.Tensor], alpha: float, size: int, classes: int):
+    """keras.applications.MobileNet (torch backend) holding our weights: Google's features in Keras' layout."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras", reason="the peers extra (keras) is not installed")
+    if keras.backend.backend() != "torch":
+        pytest.skip("Keras runs on its torch backend here (KERAS_BACKEND=torch)")
+    model = keras.applications.MobileNet(alpha=alpha, input_shape=(size, size, 3), weights=None, classes=classes)
+
+    def np_(key: str):
+        return state[key].detach().numpy()
+
+    def bn(layer: str, prefix: str) -> None:
+        model.get_layer(layer).set_weights(
+            [np_(f"{prefix}.weight"), np_(f"{prefix}.bias"), np_(f"{prefix}.running_mean"), np_(f"{prefix}.running_var")]
+        )
+
+    model.get_layer("conv1").set_weights([np_("stem.conv.weight").transpose(2, 3, 1, 0)])
+    bn("conv1_bn", "stem.bn")
+    n = 1
+    while f"blocks.{n - 1}.dw.conv.weight" in state:
+        model.get_layer(f"conv_dw_{n}").set_weights([np_(f"blocks.{n - 1}.dw.conv.weight").transpose(2, 3, 0, 1)])
+        bn(f"conv_dw_{n}_bn", f"blocks.{n - 1}.dw.bn")
+        model.get_layer(f"conv_pw_{n}").set_weights([np_(f"blocks.{n - 1}.pw.conv.weight").transpose(2, 3, 1, 0)])
+        bn(f"conv_pw_{n}_bn", f"blocks.{n - 1}.pw.bn")
+        n += 1
+    model.get_layer("conv_preds").set_weights([np_("classifier.weight").T[None, None], np_("classifier.bias")])
+    return model
+
+
+@pytest.mark.slow
+def test_finetune_from_a_keras_h5_file(tmp_path):
+    """Google's 0.25-128 weights saved by Keras itself (keras.applications.MobileNet, .weights.h5):
+    loaded by the Keras importer (Keras' own padding) and fine-tuned through the CLI."""
+    from mobilenet import mobilenet_v1
+
+    google = mobilenet_v1(weights=SMALL)
+    keras_model = _keras_with_weights(google.state_dict(), 0.25, 128, 1001)
+    path = tmp_path / "mobilenet_025_128.weights.h5"
+    keras_model.save_weights(path)
+    imported = mobilenet_v1(weights=path)
+    assert (imported.config.padding, imported.config.preprocess) == ("keras", "tf")
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    with torch.inference_mode():  # Keras' fixed pad equals TF's SAME at 128 px: the same network
+        assert torch.allclose(imported(x), google(x), atol=1e-3)
+    out = tmp_path / "run"
+    mobilenet("train", "--data", str(FLOWERS), "--weights", str(path), "--epochs", "3", "--out", str(out))
+    assert summary(out)["best_val_top1"] >= 0.65
