@@ -146,7 +146,30 @@ def test_pte_fp32_and_int8_in_executorch_runtime(tmp_path: Path, google: tuple) 
     got = load_exported(fp32)(photos[:4])
     assert float((got - ref[:4]).abs().max()) < 1e-4
     int8 = export_pte(model, tmp_path / "q.pte", int8=True, calibration=calibration[:1])
-    # XNNPACK's quantizer does not fuse conv + ReLU6 (only ReLU), so a ReLU6 model loses more
-    # here than in our TF Lite int8; the floor says it is a working classifier, not noise.
-    assert _agreement(load_exported(int8)(photos), ref) >= 0.5
+    agreement = _agreement(load_exported(int8)(photos), ref)
+    # conv + ReLU6 quantized as one op with its own [0, 6] output range, and Google's weight grid
+    # kept: 0.92 here (0.91 on all 608 photos, as our tflite-int8). Without the first,
+    # 0.67; without the second, 0.81.
+    assert agreement >= 0.87
     assert int8.stat().st_size < fp32.stat().st_size / 2
+
+
+@pytest.mark.skipif(not has_executorch, reason="the mobile extra (executorch, torchao) is not installed")
+def test_bench_executorch_int8_with_tflite_ranges_calibrates() -> None:
+    # `bench --backend executorch-int8 --weights google.tflite`: the file's ranges go to the TF Lite
+    # and ONNX int8 backends; the PT2E flow must get calibration batches instead of failing.
+    from mobilenet.bench import run_grid
+
+    model = _random_model("tf", "relu6", 32)
+    asked: list[int] = []
+
+    def calibration(res: int) -> list[torch.Tensor]:
+        asked.append(res)
+        return [torch.rand(2, 3, res, res) * 2 - 1]
+
+    rows = run_grid(
+        lambda a, r: model, widths=[0.25], resolutions=[32], batch_sizes=[1], threads=[1], backends=["executorch-int8"],
+        calibration=calibration, activation_ranges={"stem": (0.1, 0)}, warmup=1, iters=2, min_seconds=0.0,
+    )  # fmt: skip
+    assert asked == [32]
+    assert len(rows) == 1 and rows[0].median_ms > 0

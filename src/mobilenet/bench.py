@@ -258,7 +258,8 @@ def run_grid(
     """Times every backend over the α x resolution x batch x threads grid.
 
     ``build(α, resolution)`` makes the model; int8 backends take ``activation_ranges`` (a TF Lite
-    model's own) if given, else ``calibration(resolution)`` batches. A backend that is not installed is reported once through ``skipped`` and left out.
+    model's own) if given, else ``calibration(resolution)`` batches; executorch-int8 always takes
+    ``calibration``. A backend that is not installed is reported once through ``skipped`` and left out.
     """
     from .deploy import backend_available, optimize
 
@@ -276,13 +277,15 @@ def run_grid(
             model = build(alpha, res)
             for backend in usable:
                 int8 = "int8" in backend
-                calib = calibration(res) if calibration and int8 and activation_ranges is None else None
+                # ExecuTorch's PT2E flow calibrates its own observers: a TF Lite file's ranges do not carry over.
+                ranges = activation_ranges if int8 and not backend.startswith("executorch") else None
+                calib = calibration(res) if calibration and int8 and ranges is None else None
                 predictor = optimize(
                     model,  # type: ignore[arg-type]
                     backend,
                     threads=max(threads),
                     calibration=calib,
-                    activation_ranges=activation_ranges if int8 else None,
+                    activation_ranges=ranges,
                     resolution=res,
                 )
                 for n_threads in threads:
