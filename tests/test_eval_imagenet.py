@@ -57,3 +57,30 @@ def test_eval_rejects_folders_that_are_not_wordnet_ids(tmp_path):
     _folders(tmp_path, {"parrot.jpg": "macaw"})
     proc = run_cli("eval", "--weights", str(MODELS["0.25_128"][0]), "--data", str(tmp_path), check=False)
     assert proc.returncode == 2 and "WordNet ids" in proc.stderr and "Traceback" not in proc.stderr
+
+
+FLOWERS = IMAGES.parents[1] / "data" / "flowers"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FLOWERS.is_dir(), reason="../shared/data/flowers is absent")
+def test_tf_protocol_is_the_default_and_matches_litert(tmp_path):
+    """The flowers' 120 daisies are ImageNet's daisy (n11939491): a real labelled ImageNet-style
+    folder. With Google's weights, eval uses TF-slim's preprocessing by default, and our float
+    model's top-1 there lands within two photos of Google's int8 file run in LiteRT."""
+    daisy = tmp_path / _wnid("daisy")
+    daisy.mkdir()
+    for split in ("train", "val"):
+        for photo in (FLOWERS / split / "daisy").iterdir():
+            shutil.copy(photo, daisy / photo.name)
+    weights = [str(p) for p in MODELS["1.0_224"]]
+
+    def top1(*extra: str) -> float:
+        out = json.loads(run_cli("eval", "--weights", *weights, "--data", str(tmp_path), "--json", *extra).stdout)
+        assert out["images"] == 120
+        return out["top1"]
+
+    ours, tf, litert = top1(), top1("--preprocess", "tf"), top1("--runtime", "litert")
+    assert ours == tf  # the weights carry the TF protocol
+    assert abs(ours - litert) <= 2 / 120, (ours, litert)  # measured: 0.825 vs 0.833
+    assert ours > 0.6  # a real ImageNet class, clearly recognised (chance is 1/1000)
