@@ -50,18 +50,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    # The weights for the split 1.0-224 model are two files; TrainConfig takes one path, so convert once.
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            weights = MODELS[name]
-            if isinstance(weights, list):
-                from mobilenet.checkpoint import save_weights
-                from mobilenet.weights import load_weights
-
-                path = Path(tmp) / f"{name}.safetensors"
-                save_weights(path, load_weights(weights))
-                weights = str(path)
+            weights = tuple(MODELS[name]) if isinstance(MODELS[name], list) else MODELS[name]
             for mode in args.modes:
                 for bn in args.bn if mode == "finetune" else [None]:
                     cfg = TrainConfig(

@@ -375,6 +375,8 @@ def _add_train_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = int if int in args_of else float if float in args_of else str
+        if "nargs" in meta:
+            kwargs["nargs"] = meta.pop("nargs")
         if "choices" in meta:
             kwargs["choices"] = meta.pop("choices")
         if sweep and f.name in ("width_mult", "resolution"):

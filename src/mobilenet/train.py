@@ -84,7 +84,11 @@ class TrainConfig:
 
     data: str | None = _opt("ImageFolder tree DIR/train/<class>/*, DIR/val/<class>/* (default: the built-in digits)")
     out: str = _opt("output folder", default="runs/mobilenet")
-    weights: str | None = _opt("start from these weights (file or registry name) with a new classifier: fine-tuning")
+    weights: str | tuple[str, ...] | None = _opt(
+        "start from these weights with a new classifier (fine-tuning): a file, a registry name, or Google's two "
+        "split 1.0-224 .tflite files",
+        nargs="+",
+    )
     freeze_backbone: bool = _opt("train the classifier only (a linear probe); needs --weights", default=False)
     width_mult: float | None = _opt("width multiplier α (default 1.0; digits 0.5; with --weights: theirs)", short="-a")
     resolution: int | None = _opt("input size, ρ·224 (default 224; digits 32; with --weights: theirs)", short="-r")
@@ -111,7 +115,7 @@ class TrainConfig:
     preprocess: str | None = _opt("validation preprocessing: tf or torchvision (default: the weights')", choices=PREPROCESSES)
     ema: float = _opt("EMA decay of the weights, e.g. 0.999 (0 = off)", default=0.0)
     bn_momentum: float = _opt("BN running-statistics momentum (PyTorch's convention)", default=0.1)
-    teacher: str | None = _opt("distil from this model's outputs (same classes)")
+    teacher: str | tuple[str, ...] | None = _opt("distil from this model's outputs (same classes)", nargs="+")
     distill_temperature: float = _opt("distillation temperature", default=4.0)
     distill_alpha: float = _opt("weight of the distillation loss", default=0.5)
     amp: bool = _opt("bf16 autocast", default=False)
@@ -183,6 +187,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        for name in ("weights", "teacher"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                if not 1 <= len(value) <= 2:
+                    raise ValueError(f"{name} takes one file (or Google's two split .tflite files), got {len(value)}")
+                # One file is the plain path; two stay a list (extractor + head).
+                setattr(self, name, value[0] if len(value) == 1 else tuple(value))
 
 
 #: Each recipe's defaults: the one place they are written. ``lr=None`` in "paper" and "digits"
@@ -256,7 +267,7 @@ def resolve(cfg: TrainConfig, source: MobileNetConfig | None = None) -> TrainCon
             if given is not None and given != have:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(
-                    f"{flag} {given} contradicts --weights {cfg.weights}, whose network has {name}={have}; "
+                    f"{flag} {given} contradicts --weights {_name(cfg.weights)}, whose network has {name}={have}; "
                     f"the weights define the network: drop {flag}"
                 )
             values[name] = have
@@ -520,9 +531,9 @@ def fit_classifier(
     classifier that already fits keeps the first steps' large, random gradients out of the
     pretrained backbone. Returns the classifier's val top-1."""
     probe = RECIPES["linear-probe"]
-    probe_cfg = replace(
-        cfg, **{k: probe[k] for k in ("optimizer", "lr", "weight_decay", "label_smoothing", "schedule", "warmup")}
-    )
+    # The same loss as the fine-tune that follows (label smoothing included): a classifier fitted
+    # to another target would send large gradients into the backbone in its first steps.
+    probe_cfg = replace(cfg, **{k: probe[k] for k in ("optimizer", "lr", "weight_decay", "schedule", "warmup")})
     probe_cfg = replace(probe_cfg, head_lr_mult=1.0, epochs=cfg.probe_epochs, channels_last=False, amp=False, ema=0.0)
     train_feats, val_feats = _feature_loaders(
         probe_cfg, model, train_images, val_loader, device, torch.Generator().manual_seed(cfg.seed)
@@ -732,14 +743,18 @@ def _summary(
     return summary
 
 
+def _name(weights: str | tuple[str, ...] | None) -> str:
+    return " + ".join(weights) if isinstance(weights, tuple) else str(weights)
+
+
 def _describe(cfg: TrainConfig, split: DataSplit, world: int, device: torch.device, cost: Any) -> str:
     lr = cfg.lr
     recipe = recipe_for(cfg)
     what = {
         "paper": "the paper's recipe from scratch",
         "digits": "the digits recipe from scratch",
-        "finetune": f"fine-tuning recipe from {cfg.weights}",
-        "linear-probe": f"linear-probe recipe on {cfg.weights}",
+        "finetune": f"fine-tuning recipe from {_name(cfg.weights)}",
+        "linear-probe": f"linear-probe recipe on {_name(cfg.weights)}",
     }[recipe]
     head = (
         f", classifier lr x{cfg.head_lr_mult:g} after {cfg.probe_epochs} classifier-only passes" if recipe == "finetune" else ""
@@ -969,7 +984,7 @@ def _pretrained(cfg: TrainConfig) -> MobileNetV1 | None:
         return None
     model = load_weights(cfg.weights)
     if not isinstance(model, MobileNetV1):
-        raise ValueError(f"--weights {cfg.weights} did not load as a MobileNet v1 model")
+        raise ValueError(f"--weights {_name(cfg.weights)} did not load as a MobileNet v1 model")
     return model
 
 
@@ -978,10 +993,12 @@ def _teacher(cfg: TrainConfig, num_classes: int, device: torch.device, student: 
         return None
     teacher = load_weights(cfg.teacher).to(device).eval()
     if teacher.config.num_classes != num_classes:
-        raise ValueError(f"--teacher {cfg.teacher} predicts {teacher.config.num_classes} classes; the data has {num_classes}")
+        raise ValueError(
+            f"--teacher {_name(cfg.teacher)} predicts {teacher.config.num_classes} classes; the data has {num_classes}"
+        )
     if (teacher.config.mean, teacher.config.std) != (student.mean, student.std):
         warnings.warn(
-            f"--teacher {cfg.teacher} expects inputs normalized with mean {teacher.config.mean}, std {teacher.config.std}; "
+            f"--teacher {_name(cfg.teacher)} expects inputs normalized with mean {teacher.config.mean}, std {teacher.config.std}; "
             f"it will see the student's ({student.mean}, {student.std})",
             stacklevel=2,
         )
