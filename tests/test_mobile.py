@@ -173,3 +173,30 @@ def test_bench_executorch_int8_with_tflite_ranges_calibrates() -> None:
     )  # fmt: skip
     assert asked == [32]
     assert len(rows) == 1 and rows[0].median_ms > 0
+
+
+@needs_shared
+def test_tflite_we_wrote_comes_back_as_weights(tmp_path: Path, google: tuple) -> None:
+    # Round trip: our .tflite (fp32 and int8) read back with --weights and exported again.
+    from mobilenet.weights import load_weights
+    from mobilenet.weights.tflite import activation_quantization
+
+    model, photos, _ = google
+    fp32 = export_tflite(model, tmp_path / "m.tflite")
+    again = load_weights(str(fp32)).eval()
+    assert again.config == model.config
+    with torch.no_grad():
+        assert float((again(photos[:8]) - model(photos[:8])).abs().max()) < 1e-4
+
+    int8 = export_tflite(model, tmp_path / "q.tflite", int8=True, activation_ranges=activation_quantization(GOOGLE_025))
+    back = load_weights(str(int8)).eval()
+    # The int8 file's ranges are int8 already (not Google's uint8), and its weights keep their
+    # per-channel grid: the second file computes nearly what the first does (logits within a few
+    # output steps; top-1 the same on 93% of these photos, their near ties aside).
+    twice = export_tflite(back, tmp_path / "q2.tflite", int8=True, activation_ranges=activation_quantization(int8))
+    first, second = LiteRTModel(int8)(photos), LiteRTModel(twice)(photos)
+    with torch.no_grad():
+        ref = model(photos)
+    assert _agreement(second, ref) >= _agreement(first, ref) - 0.03
+    assert _agreement(first, second) >= 0.88
+    assert float((first - second).abs().max()) < 1.0

@@ -178,9 +178,13 @@ def calibrate_ranges(
 
 def google_ranges(uint8_ranges: dict[str, tuple[float, int]]) -> dict[str, tuple[float, int]]:
     """Google's uint8 (scale, zero point) per activation as int8: the same scale, zero point - 128,
-    with the input's [-1, 1] mapping (1/128, 128) added. Keys as :func:`calibrate_ranges`."""
+    with the input's [-1, 1] mapping (1/128, 128) added. Keys as :func:`calibrate_ranges`.
+
+    Ranges read from an int8 file (one we wrote, brought back as weights) are int8 already: there
+    a ReLU's output has zero point -128, which no uint8 file has, and they are kept as they are."""
+    shift = 0 if any(zero < 0 for _, zero in uint8_ranges.values()) else 128
     out = {"input": (1 / 128, 0)}
-    out.update({k: (scale, zero - 128) for k, (scale, zero) in uint8_ranges.items()})
+    out.update({k: (scale, zero - shift) for k, (scale, zero) in uint8_ranges.items()})
     return out
 
 
@@ -299,6 +303,13 @@ class _Quantizer:
             # int8 holds -128 too: the channel holding Google's zero point's far end still fits.
             low = (w.min(axis=other) / step).round() >= -128
             scale = np.where((w.max(axis=other) <= 127.01 * step) & low, step, scale)
+        elif step is None and self.per_channel:
+            # An int8 file's weights (ours, brought back as weights) lie on a grid per channel.
+            for c in range(w.shape[axis]):
+                channel = np.take(w, c, axis=axis)
+                own = _grid_step(channel)
+                if own is not None and channel.max() <= 127.01 * own and (channel.min() / own).round() >= -128:
+                    scale[c] = own
         # A scale must be positive, and the bias must fit in int32 at in_scale · scale.
         scale = np.maximum(scale, np.abs(bias) / (in_scale * 2**30))
         scale = np.where(scale > 0, scale, 1.0)
