@@ -14,6 +14,10 @@ from PIL import Image
 from .reference import TFLITE
 
 SMALL = TFLITE / "mobilenet_v1_0.25_128_quant.tflite"
+OTHER = TFLITE / "mobilenet_v1_0.5_160_quant.tflite"
+EXTRACTOR = TFLITE / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+IMG = "{root}/two/val/a/0.png"
+W = "{root}/w25.safetensors"  # ours: α 0.25, 32 px, 10 classes
 FAST = ["-a", "0.25", "-r", "32", "--epochs", "1", "--no-progress"]
 
 
@@ -36,6 +40,20 @@ def tree(tmp_path_factory) -> Path:
     (root / "file.txt").write_text("not a folder")
     (root / "run").mkdir()
     (root / "run" / "metrics.jsonl").write_text("")
+    # Files whose name and content disagree, as a failed download or a mix-up leaves them.
+    for name in ("fake.onnx", "fake.tflite", "fake.pte", "fake.safetensors", "fake.pt", "existing.txt"):
+        (root / name).write_text("<html>not found</html>")
+    (root / "empty.safetensors").write_bytes(b"")
+    import torch
+
+    from mobilenet import mobilenet_v1
+    from mobilenet.checkpoint import save_state, save_weights
+
+    save_weights(root / "w25.safetensors", mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10))
+    save_weights(root / "zero.safetensors", mobilenet_v1(width_mult=0.25, resolution=32, num_classes=0))
+    save_weights(root / "run" / "best.safetensors", mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10))
+    save_state(root / "run" / "last_state.pt", {"epoch": 1, "best_top1": 0.5, "optimizer": {}, "scheduler": {}})
+    torch.save({"conv_stem.weight": torch.zeros(1)}, root / "odd.pt")
     return root
 
 
@@ -51,7 +69,7 @@ CASES = [
     (["train", *FAST, "--lr", "nan", "--out", "{root}/o6"], "lr=nan"),
     (["train", *FAST, "--resume", "--overwrite", "--out", "{root}/o7"], "contradict"),
     (["sweep", "-a", "0.25", "0.25", "-r", "32", "--epochs", "1", "--out", "{root}/s"], "more than once"),
-    (["predict", "{root}/two/val/a/0.png", "--weights", str(SMALL), "--topk", "0"], "topk=0"),
+    (["predict", IMG, "--weights", str(SMALL), "--topk", "0"], "argument --topk: 0 is too small"),
     (["predict", "{root}/two/val/a/0.png", "--weights", str(SMALL), "--crop", "0"], "crop=0"),
     (["predict", "{root}/two/val/a/0.png", "--weights", str(SMALL), "--crop", "1.5"], "crop=1.5"),
     (["predict", "{root}/two/val/a/0.png", "--weights", str(SMALL), "--crop", "nan"], "crop=nan"),
@@ -60,12 +78,57 @@ CASES = [
         ["train", "--data", "{root}/two", "--weights", str(SMALL), "-a", "0.5", "--epochs", "1", "--out", "{root}/o8"],
         "contradicts",
     ),
+    # 1. Silent wrong results: the weights fix α and the classes; two files only for the split model.
+    (["export", "--weights", W, "--width-mult", "0.5", "-o", "{root}/fresh/e.onnx"], "--width-mult 0.5 contradicts"),
+    (["export", "--weights", W, "--num-classes", "5", "-o", "{root}/fresh/e.onnx"], "--num-classes 5 contradicts"),
+    (["bench", "--weights", W, "--num-classes", "5"], "--num-classes 5 contradicts"),
+    (["predict", IMG, "--weights", W, W], "only for Google's split TF Lite"),
+    (["eval", "--weights", W, "{root}/odd.pt"], "only for Google's split TF Lite"),
+    (["bench", "-a", "0.25", "-r", "32", "--batch-size", "0"], "argument --batch-size/-b: 0 is too small"),
+    # 2. Numbers checked at parse time, with the flag named.
+    (["bench", "-a", "0.25", "-r", "32", "--iters", "0"], "argument --iters: 0 is too small"),
+    (["bench", "-a", "0.25", "-r", "32", "--warmup", "-1"], "argument --warmup: -1 is too small"),
+    (["bench", "-a", "0.25", "-r", "32", "--threads", "0"], "argument --threads/-t: 0 is too small"),
+    (["bench", "-a", "0.25", "-r", "32", "--min-seconds", "nan"], "argument --min-seconds: nan is not allowed"),
+    (["bench", "-a", "0", "-r", "32"], "argument --width-mult/-a: 0 is not allowed"),
+    (["export", "-a", "0.25", "--resolution", "16", "-o", "{root}/fresh/e.onnx"], "argument --resolution/-r: 16 is too small"),
+    (["cost", "--resolution", "16"], "argument --resolution/-r: 16 is too small"),
+    (["cost", "--num-classes", "-1"], "argument --num-classes: -1 is too small"),
+    (["export", "--format", "onnx-int8", "--calibration-images", "0"], "argument --calibration-images: 0 is too small"),
+    (["eval", "--weights", W, "--batch-size", "x"], "argument --batch-size: 'x' is not a whole number"),
+    # 2. Files that are not what their name says, and things that are not files.
+    (["predict", IMG, "--weights", "{root}/zero.safetensors"], "no classifier"),
+    (["predict", IMG, "--weights", "{root}/fake.onnx"], "is named .onnx but its content is not a format we know"),
+    (["predict", IMG, "--weights", "{root}/fake.tflite"], "is named .tflite but"),
+    (["predict", IMG, "--weights", "{root}/fake.pte"], "is named .pte but"),
+    (["predict", IMG, "--weights", "{root}/fake.safetensors"], "is named .safetensors but"),
+    (["export", "--weights", "{root}/fake.pt", "-o", "{root}/fresh/e.onnx"], "is named .pt but"),
+    (["predict", IMG, "--weights", "{root}/empty.safetensors"], "is empty (0 bytes)"),
+    (["predict", IMG, "--weights", "{root}/run"], "is a folder; did you mean"),
+    (["eval", "--weights", "{root}/w25.onnx"], "does not exist"),
+    # 3. Messages that name the right thing.
+    (["export", "--format", "onnx-int8", "--calibration", "{root}/file.txt"], "is a file, not a folder"),
+    (["bench", "--calibration", "{root}/file.txt"], "is a file, not a folder"),
+    (["eval", "--weights", W, "--data", "{root}/file.txt"], "is a file, not a folder"),
+    (["eval", "--weights", W, "--data", "{root}/nowhere"], "does not exist"),
+    (["predict", IMG, "--weights", "{root}/run/last_state.pt"], "is a resume checkpoint"),
+    (
+        ["convert", str(SMALL), str(OTHER), "-o", "{root}/fresh/c.safetensors"],
+        "expected the embedding_extractor and the head_layers",
+    ),
+    (["convert", str(EXTRACTOR), str(EXTRACTOR), "-o", "{root}/fresh/c.safetensors"], "expected the embedding_extractor"),
+    # 4. Output files: the format decides the kind; a contradicting suffix is refused before any work.
+    (["export", "--weights", W, "-o", "{root}/existing.txt"], "ends in '.txt', but this writes a .onnx file"),
+    (["export", "--weights", W, "--format", "torchscript", "-o", "{root}/fresh/x.onnx"], "name it"),
+    (["export", "--weights", W, "--format", "pt2", "-o", "{root}/run"], "is a folder"),
+    (["convert", str(SMALL), "-o", "{root}/fresh/c.txt"], "ends in '.txt'"),
+    (["bench", "-a", "0.25", "-r", "32", "--plot", "{root}/fresh/p.txt"], "ends in '.txt'"),
 ]
 
 
 @pytest.mark.parametrize("args,phrase", CASES, ids=[" ".join([*a[:1], p]) for a, p in CASES])
 def test_bad_input_is_one_clear_line(tree, args, phrase):
-    if not SMALL.is_file() and any(str(SMALL) == a for a in args):
+    if any(not f.is_file() and str(f) == a for f in (SMALL, OTHER, EXTRACTOR) for a in args):
         pytest.skip("Google's TF Lite files are absent")
     args = [a.replace("{root}", str(tree)) for a in args]
     proc = run(*args)
@@ -76,6 +139,8 @@ def test_bad_input_is_one_clear_line(tree, args, phrase):
     for flag in ("--out",):
         if flag in args and "already holds" not in phrase and "is a file" not in phrase:
             assert not Path(args[args.index(flag) + 1]).exists()
+    assert not (tree / "fresh").exists(), "a refused run created its output folder"
+    assert (tree / "existing.txt").read_text() == "<html>not found</html>", "a refused export overwrote a file"
 
 
 def test_debug_shows_the_traceback(tree):
@@ -101,3 +166,36 @@ def test_output_folder_given_as_file_names_the_users_path(tmp_path):
         save_weights(tmp_path, mobilenet_v1(width_mult=0.25, num_classes=2))
     with pytest.raises(OSError, match=r"cannot write '/proc/nope/w\.safetensors'"):
         save_weights("/proc/nope/w.safetensors", mobilenet_v1(width_mult=0.25, num_classes=2))
+
+
+def test_export_without_suffix_gets_the_formats(tree, tmp_path):
+    """`-o model` with --format onnx writes model.onnx (with a note) and checks it as ONNX."""
+    pytest.importorskip("onnxruntime")
+    proc = run("export", "--weights", str(tree / "w25.safetensors"), "-o", str(tmp_path / "model"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "writing" in proc.stderr and (tmp_path / "model.onnx").is_file() and not (tmp_path / "model").exists()
+
+
+def test_export_restating_the_weights_alpha_is_fine(tree, tmp_path):
+    """-a equal to the weights' α, and a resolution other than theirs (the net is fully convolutional)."""
+    proc = run(
+        "export",
+        "--weights",
+        str(tree / "w25.safetensors"),
+        "--format",
+        "torchscript",
+        "-a",
+        "0.25",
+        "-r",
+        "64",
+        "-o",
+        str(tmp_path / "m.pt"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_bench_columns_never_run_together():
+    from mobilenet.bench import Timing, format_timings
+
+    table = format_timings([Timing("eager", 0.25, 128, 100000, 1000, 1.5, 1.0, 2.0, 5, 14e6)])
+    assert " 100000 1000 " in table

@@ -306,16 +306,33 @@ def run_grid(
     return results
 
 
+# (heading, width, format) per column; columns are joined by a space, so a value wider than its
+# column (batch 100000, 1000 threads, a long backend name) pushes the row out but never runs into
+# its neighbour.
+_COLUMNS = (
+    ("backend", 13, "<"),
+    ("α", 4, ">g"),
+    ("res", 4, ">"),
+    ("batch", 5, ">"),
+    ("thr", 3, ">"),
+    ("median ms", 10, ">.3f"),
+    ("p10", 7, ">.3f"),
+    ("p90", 7, ">.3f"),
+    ("img/s", 8, ">.1f"),
+    ("GMAC/s", 7, ">.1f"),
+    ("MMACs", 7, ">.1f"),
+)
+
+
 def format_timings(rows: Sequence[Timing]) -> str:
-    head = f"{'backend':<14}{'α':>5}{'res':>5}{'batch':>6}{'thr':>4}{'median ms':>11}{'p10':>8}{'p90':>8}{'img/s':>9}{'GMAC/s':>8}{'MMACs':>8}"
+    head = " ".join(f"{name:{'<' if align.startswith('<') else '>'}{width}}" for name, width, align in _COLUMNS)
     return "\n".join([head, *(format_timing(t) for t in rows)])
 
 
 def format_timing(t: Timing) -> str:
-    return (
-        f"{t.backend:<14}{t.width_mult:>5g}{t.resolution:>5}{t.batch_size:>6}{t.threads:>4}{t.median_ms:>11.3f}"
-        f"{t.p10_ms:>8.3f}{t.p90_ms:>8.3f}{t.images_per_s:>9.1f}{t.gmacs_per_s:>8.1f}{t.mult_adds / 1e6:>8.1f}"
-    )
+    values = (t.backend, t.width_mult, t.resolution, t.batch_size, t.threads, t.median_ms, t.p10_ms, t.p90_ms)
+    values += (t.images_per_s, t.gmacs_per_s, t.mult_adds / 1e6)
+    return " ".join(f"{v:{align[0]}{width}{align[1:]}}" for v, (_, width, align) in zip(values, _COLUMNS))
 
 
 def plot_latency(rows: Sequence[Timing], path: Any) -> Any:

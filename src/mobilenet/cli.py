@@ -29,12 +29,71 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _int_at_least(minimum: int, why: str) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``, refused at parse time with the flag named
+    (argparse prefixes "argument --flag:") and ``why``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({why})") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small: it must be at least {minimum} ({why})")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _finite_float(minimum: float, why: str, *, inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number >= ``minimum`` (> with ``inclusive=False``)."""
+
+    def parse(text: str) -> float:
+        import math
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({why})") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            bound = f"at least {minimum:g}" if inclusive else f"above {minimum:g}"
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: it must be a finite number {bound} ({why})")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _folder(text: str) -> str:
+    """An argparse type: an existing folder (a file or a missing path is refused at parse time)."""
+    path = Path(text)
+    if path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; pass the folder that holds the images")
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"folder {text!r} does not exist")
+    return text
+
+
+def _resolution_type() -> Callable[[str], int]:
+    from .spec import MIN_RESOLUTION
+
+    return _int_at_least(MIN_RESOLUTION, "input size in px: the net downsamples 32x; the paper uses 224, 192, 160, 128")
+
+
+_WIDTH = _finite_float(0.0, "the width multiplier α, e.g. 1, 0.75, 0.5, 0.25", inclusive=False)
+_CLASSES = _int_at_least(1, "number of output classes")
+_BATCH = _int_at_least(1, "images per batch")
+_THREADS = _int_at_least(1, "CPU threads")
+_CALIBRATION_IMAGES = _int_at_least(1, "how many calibration images int8 uses; a few hundred is typical")
+
+
 def _add_arch_args(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
-    p.add_argument("--width-mult", "-a", type=float, default=1.0 if defaults else None, help="width multiplier α (default 1.0)")
+    p.add_argument("--width-mult", "-a", type=_WIDTH, default=1.0 if defaults else None, help="width multiplier α (default 1.0)")
     p.add_argument(
         "--resolution",
         "-r",
-        type=int,
+        type=_resolution_type(),
         default=224 if defaults else None,
         help="input size, the resolution multiplier ρ·224 (default 224)",
     )
@@ -138,6 +197,11 @@ def _inference_model(values: list[str], runtime: str = "torch") -> Any:
     """Weights for predict/eval: anything load_weights reads, an exported .onnx (fp32 or int8), a
     .tflite or .pte file we exported (run in LiteRT / ExecuTorch), or with ``runtime="litert"``
     any .tflite (Google's too) in LiteRT. Someone else's .tflite otherwise loads as weights."""
+    from .weights.loader import check_model_file
+
+    for value in values:  # a local file is checked for what it is before any runtime parses it
+        if Path(value).suffix or os.sep in value or Path(value).exists():
+            check_model_file(value)
     suffixes = {Path(v).suffix.lower() for v in values}
     if runtime == "litert":
         if suffixes != {".tflite"}:
@@ -184,11 +248,15 @@ def _predict(args: argparse.Namespace) -> None:
 @_command("convert")
 def _convert(args: argparse.Namespace) -> None:
     from .checkpoint import save_weights
+    from .export import output_path
     from .weights import load_weights
 
+    out, note = output_path(args.output, (".safetensors",), ".safetensors", "convert")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     sources = [args.source, *([args.source2] if args.source2 else [])]
     model = load_weights(_weights_arg(sources))
-    out = save_weights(args.output, model, source=" + ".join(Path(s).name for s in sources))
+    out = save_weights(out, model, source=" + ".join(Path(s).name for s in sources))
     c = model.config
     print(
         f"wrote {out}: MobileNet v1 α={c.width_mult:g}, {c.resolution}px, {c.num_classes} classes, {c.activation}, padding={c.padding}"
@@ -202,11 +270,26 @@ def _model_for(args: argparse.Namespace, width_mult: float | None = None, resolu
     if args.weights:
         from .weights import load_weights
 
-        return load_weights(_weights_arg(args.weights)).eval()
+        model = load_weights(_weights_arg(args.weights)).eval()
+        # The weights fix α and the classes; a flag that says otherwise is a mistake, not a request
+        # (mobilenet_v1(weights=..., width_mult=...) refuses it too). A resolution is an input size:
+        # the net is fully convolutional, so any size >= 32 runs the same weights.
+        c = model.config
+        for flag, given, have in (("--width-mult", width_mult, c.width_mult), ("--num-classes", args.num_classes, c.num_classes)):
+            if given is not None and given != have:
+                raise ValueError(
+                    f"{flag} {given:g} contradicts the weights {' + '.join(args.weights)}, which have {have:g}; "
+                    f"drop {flag} (the weights fix it) or pass other weights"
+                )
+        return model
     from .deploy import settle_batchnorm
 
     model = mobilenet_v1(
-        width_mult=width_mult or 1.0, resolution=resolution or 224, num_classes=args.num_classes, activation="relu6", padding="tf"
+        width_mult=width_mult or 1.0,
+        resolution=resolution or 224,
+        num_classes=args.num_classes or 1000,
+        activation="relu6",
+        padding="tf",
     )
     return settle_batchnorm(model, resolution or 224).eval()
 
@@ -243,14 +326,17 @@ def _tflite_ranges(args: argparse.Namespace) -> dict[str, tuple[float, int]] | N
 def _export(args: argparse.Namespace) -> None:
     import torch
 
-    from .export import DEFAULT_SUFFIX, export_model
+    from .export import DEFAULT_SUFFIX, export_model, export_output_path
 
+    out = None
+    if args.output:  # checked before any work: the format decides the file kind, the suffix must agree
+        out, note = export_output_path(args.output, args.format)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     model = _model_for(args, args.width_mult, args.resolution)
     config = model.config
     resolution = args.resolution or config.resolution
-    if args.output:
-        out = Path(args.output)
-    else:
+    if out is None:
         stem = Path(args.weights[0]).stem if args.weights else f"mobilenet_v1_{config.width_mult:g}_{resolution}"
         out = Path(stem + DEFAULT_SUFFIX[args.format])
     calibration, ranges = None, None
@@ -300,6 +386,19 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.weights and args.width_mult:
         raise ValueError("--width-mult is for random-init models; the weights fix α (drop one of the two)")
+    if args.plot:  # checked before the timings, not after them
+        from .export import output_path
+
+        args.plot, note = output_path(args.plot, (".png",), ".png", "--plot")
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    cores = os.cpu_count() or 1
+    for n in args.threads or []:
+        if n > cores:
+            warnings.warn(
+                f"--threads {n} is more than this machine's {cores} CPU cores; the timings will measure oversubscription",
+                stacklevel=1,
+            )
     if args.threads:
         torch.set_num_threads(args.threads[0])
     first = _model_for(args, args.width_mult[0] if args.width_mult else None, args.resolution[0] if args.resolution else None)
@@ -414,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cost", help="Mult-Adds and params for any α, resolution, class count and variant")
     _add_arch_args(p)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--num-classes", type=_int_at_least(0, "0 = no classifier, the features only"), default=1000)
     p.add_argument("--per-layer", action="store_true", help="print one row per layer, as Table 1")
     p.add_argument("--json", action="store_true", help="machine-readable output (always includes the per-layer rows)")
 
@@ -428,9 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="top-1/top-5 of saved weights on an ImageFolder tree or the built-in set")
     p.add_argument("--weights", required=True, nargs="+", help="weights file(s) or a registry name")
-    p.add_argument("--data", help="ImageFolder tree (class folders, or DIR/val/<class>); default: built-in digits val split")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument(
+        "--data", type=_folder, help="ImageFolder tree (class folders, or DIR/val/<class>); default: built-in digits val split"
+    )
+    p.add_argument("--batch-size", type=_BATCH, default=64)
+    p.add_argument("--workers", type=_int_at_least(0, "data-loading processes; 0 = in this process"), default=0)
     p.add_argument("--per-class", action="store_true", help="per-class accuracy and the confusion matrix")
     p.add_argument(
         "--runtime",
@@ -449,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="weights file(s) or a registry name (two files for the split 1.0-224 TF Lite model)",
     )
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=_int_at_least(1, "how many labels to show per image"), default=5)
     p.add_argument(
         "--runtime",
         choices=["torch", "litert"],
@@ -463,32 +564,36 @@ def build_parser() -> argparse.ArgumentParser:
     from .deploy import BACKENDS
     from .export import FORMATS
 
-    p = sub.add_parser("export", help="export to ONNX, TorchScript, PT2, TF Lite or ExecuTorch (fp32 or int8), checked against PyTorch")
+    p = sub.add_parser(
+        "export", help="export to ONNX, TorchScript, PT2, TF Lite or ExecuTorch (fp32 or int8), checked against PyTorch"
+    )
     p.add_argument("--weights", nargs="+", help="weights file(s) or registry name (default: random init, for trying it out)")
     p.add_argument("--format", choices=FORMATS, default="onnx")
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch size free (ONNX, PT2)")
-    p.add_argument("--width-mult", "-a", type=float, help="α, without --weights (default 1.0)")
-    p.add_argument("--resolution", "-r", type=int, help="input size (default: the weights')")
-    p.add_argument("--num-classes", type=int, default=1000, help="without --weights (default 1000)")
-    p.add_argument("--calibration", help="int8: folder of sample images (searched recursively)")
-    p.add_argument("--calibration-images", type=int, default=256)
+    p.add_argument("--width-mult", "-a", type=_WIDTH, help="α, without --weights (default 1.0)")
+    p.add_argument("--resolution", "-r", type=_resolution_type(), help="input size (default: the weights')")
+    p.add_argument("--num-classes", type=_CLASSES, help="without --weights (default 1000)")
+    p.add_argument("--calibration", type=_folder, help="int8: folder of sample images (searched recursively)")
+    p.add_argument("--calibration-images", type=_CALIBRATION_IMAGES, default=256)
     p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax")
     p.add_argument("-o", "--output", help="output file (default: next to the name of the weights)")
 
     p = sub.add_parser("bench", help="latency and throughput per backend; --per-layer: time vs Mult-Adds by layer")
     p.add_argument("--weights", nargs="+", help="weights file(s) or registry name (default: random init)")
-    p.add_argument("--width-mult", "-a", type=float, nargs="+", help="α values (default 1.0)")
-    p.add_argument("--resolution", "-r", type=int, nargs="+", help="input sizes (default 224)")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--batch-size", "-b", type=int, nargs="+", default=[1])
-    p.add_argument("--threads", "-t", type=int, nargs="+", help="CPU threads (default: PyTorch's default)")
+    p.add_argument("--width-mult", "-a", type=_WIDTH, nargs="+", help="α values (default 1.0)")
+    p.add_argument("--resolution", "-r", type=_resolution_type(), nargs="+", help="input sizes (default 224)")
+    p.add_argument("--num-classes", type=_CLASSES, help="without --weights (default 1000)")
+    p.add_argument("--batch-size", "-b", type=_BATCH, nargs="+", default=[1])
+    p.add_argument("--threads", "-t", type=_THREADS, nargs="+", help="CPU threads (default: PyTorch's default)")
     p.add_argument("--backend", nargs="+", default=["eager"], choices=BACKENDS, metavar="BACKEND", help=f"{', '.join(BACKENDS)}")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iters", type=int, default=50, help="at least this many timed calls")
-    p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long")
+    p.add_argument("--warmup", type=_int_at_least(0, "untimed calls before timing"), default=10)
+    p.add_argument(
+        "--iters", type=_int_at_least(1, "timed calls; the median needs one"), default=50, help="at least this many timed calls"
+    )
+    p.add_argument("--min-seconds", type=_finite_float(0.0, "seconds of timed calls"), default=1.0, help="and at least this long")
     p.add_argument("--per-layer", action="store_true", help="profile each layer (eager): share of time vs share of Mult-Adds")
-    p.add_argument("--calibration", help="int8: folder of sample images (default: random inputs, speed only)")
-    p.add_argument("--calibration-images", type=int, default=64)
+    p.add_argument("--calibration", type=_folder, help="int8: folder of sample images (default: random inputs, speed only)")
+    p.add_argument("--calibration-images", type=_CALIBRATION_IMAGES, default=64)
     p.add_argument("--plot", help="PNG: latency against Mult-Adds over the α x resolution grid")
     p.add_argument("--json", action="store_true")
 

@@ -35,9 +35,11 @@ __all__ = [
     "FORMATS",
     "export_model",
     "export_onnx",
+    "export_output_path",
     "export_pt2",
     "export_torchscript",
     "onnx_config",
+    "output_path",
     "quantize_onnx",
 ]
 
@@ -53,6 +55,55 @@ DEFAULT_SUFFIX = {
     "pte": ".pte",
     "pte-int8": ".int8.pte",
 }
+
+
+# The suffixes a format's file may carry (what deploy.load_exported reads it by); the format's
+# DEFAULT_SUFFIX is what a name without one gets.
+OUTPUT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "onnx": (".onnx",),
+    "onnx-int8": (".onnx",),
+    "torchscript": (".pt", ".pth", ".torchscript"),
+    "pt2": (".pt2",),
+    "tflite": (".tflite",),
+    "tflite-int8": (".tflite",),
+    "pte": (".pte",),
+    "pte-int8": (".pte",),
+}
+
+
+def output_path(path: str | os.PathLike[str], suffixes: tuple[str, ...], default: str, what: str) -> tuple[Path, str | None]:
+    """The file to write ``what`` to, checked before any work: ``(path, note)``.
+
+    A suffix among ``suffixes`` is kept; a name without one gets ``default`` appended (the note
+    says so); any other suffix is refused, so ``-o notes.txt`` never overwrites a file with a model
+    its suffix contradicts. Only a suffix that starts with a letter counts as one: the ``.25_128``
+    of ``mobilenet_v1_0.25_128`` is part of the name. (PIL decides the format by the suffix and
+    refuses one it does not know; here the format is given, so the suffix only has to agree.)
+    """
+    import re
+
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{what}: output {str(path)!r} is a folder; pass a file name such as {path / ('model' + default)}"
+        )
+    suffix = path.suffix if re.fullmatch(r"\.[A-Za-z][A-Za-z0-9]*", path.suffix) else ""
+    if suffix.lower() in suffixes:
+        return path, None
+    if not suffix:
+        named = path.with_name(path.name + default)
+        return named, f"{path} has no file suffix; writing {named}"
+    raise ValueError(
+        f"{what}: output {str(path)!r} ends in {suffix!r}, but this writes a {' / '.join(suffixes)} file; "
+        f"name it {path.with_suffix(default)} (nothing was written)"
+    )
+
+
+def export_output_path(path: str | os.PathLike[str], fmt: str) -> tuple[Path, str | None]:
+    """:func:`output_path` for an export ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: choose from {', '.join(FORMATS)}")
+    return output_path(path, OUTPUT_SUFFIXES[fmt], DEFAULT_SUFFIX[fmt], f"--format {fmt}")
 
 
 def _config(model: nn.Module) -> MobileNetConfig:
