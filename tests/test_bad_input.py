@@ -54,6 +54,8 @@ def tree(tmp_path_factory) -> Path:
     save_weights(root / "run" / "best.safetensors", mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10))
     save_state(root / "run" / "last_state.pt", {"epoch": 1, "best_top1": 0.5, "optimizer": {}, "scheduler": {}})
     torch.save({"conv_stem.weight": torch.zeros(1)}, root / "odd.pt")
+    small = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10).eval()
+    torch.jit.save(torch.jit.trace(small, torch.zeros(1, 3, 32, 32)), root / "m.torchscript.pt")
     return root
 
 
@@ -112,6 +114,7 @@ CASES = [
     (["eval", "--weights", W, "--data", "{root}/file.txt"], "is a file, not a folder"),
     (["eval", "--weights", W, "--data", "{root}/nowhere"], "does not exist"),
     (["predict", IMG, "--weights", "{root}/run/last_state.pt"], "is a resume checkpoint"),
+    (["predict", IMG, "--weights", "{root}/m.torchscript.pt"], "is an exported TorchScript"),
     (
         ["convert", str(SMALL), str(OTHER), "-o", "{root}/fresh/c.safetensors"],
         "expected the embedding_extractor and the head_layers",

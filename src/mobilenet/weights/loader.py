@@ -125,6 +125,17 @@ def _check_pair(paths: Sequence[PathLike]) -> None:
         )
 
 
+def _is_exported_program(path: Path) -> bool:
+    """Whether a zip is a TorchScript module or a torch.export program (code inside, not a state dict)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl", "models/")) for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _load_torch_file(path: Path) -> tuple[dict[str, Any], MobileNetConfig]:
     """A torch.save file: timm's state dict, or (refused with directions) a resume checkpoint."""
     import torch
@@ -132,6 +143,11 @@ def _load_torch_file(path: Path) -> tuple[dict[str, Any], MobileNetConfig]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        if _is_exported_program(path):
+            raise WeightsFileError(
+                f"{path} is an exported TorchScript or torch.export program, not weights; load it with "
+                "mobilenet.deploy.load_exported, or use the .safetensors it was exported from"
+            ) from None
         raise WeightsFileError(f"{path}: not a loadable PyTorch state dict ({type(exc).__name__}: {exc})") from None
     if isinstance(state, dict) and "state_dict" in state:  # timm's own training checkpoints hold the weights
         state = state["state_dict"]
@@ -172,9 +188,10 @@ def read_weights(paths: Sequence[PathLike]) -> tuple[dict[str, Any], MobileNetCo
     if suffix in (".pth", ".pt", ".bin"):
         return _load_torch_file(first)
     if suffix in (".onnx", ".pt2", ".pte"):
+        runs = "mobilenet.deploy.load_exported runs it" + (" (as do `mobilenet predict` and `eval`)" if suffix != ".pt2" else "")
         raise ValueError(
-            f"weights={str(first)!r}: an exported {suffix} model runs as it is (`mobilenet predict/eval` take it) but "
-            "cannot be loaded back into PyTorch weights; use the .safetensors it was exported from"
+            f"weights={str(first)!r}: an exported {suffix} model cannot be loaded back as PyTorch weights; {runs}. "
+            "For weights, use the .safetensors it was exported from"
         )
     raise ValueError(
         f"weights={str(first)!r}: unknown file type {suffix!r}; use .safetensors (ours or timm's), .tflite, .h5 or a timm .pth"
