@@ -191,12 +191,11 @@ def test_tflite_we_wrote_comes_back_as_weights(tmp_path: Path, google: tuple) ->
     int8 = export_tflite(model, tmp_path / "q.tflite", int8=True, activation_ranges=activation_quantization(GOOGLE_025))
     back = load_weights(str(int8)).eval()
     # The int8 file's ranges are int8 already (not Google's uint8), and its weights keep their
-    # per-channel grid: the second file computes nearly what the first does (logits within a few
-    # output steps; top-1 the same on 93% of these photos, their near ties aside).
+    # per-channel grid: the second file computes what the first does, to one output step (0.13).
     twice = export_tflite(back, tmp_path / "q2.tflite", int8=True, activation_ranges=activation_quantization(int8))
     first, second = LiteRTModel(int8)(photos), LiteRTModel(twice)(photos)
     with torch.no_grad():
         ref = model(photos)
-    assert _agreement(second, ref) >= _agreement(first, ref) - 0.03
-    assert _agreement(first, second) >= 0.88
-    assert float((first - second).abs().max()) < 1.0
+    assert _agreement(second, ref) >= _agreement(first, ref) - 0.02
+    assert _agreement(first, second) >= 0.95
+    assert float((first - second).abs().max()) < 0.3

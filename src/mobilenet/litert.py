@@ -306,9 +306,8 @@ class _Quantizer:
         elif step is None and self.per_channel:
             # An int8 file's weights (ours, brought back as weights) lie on a grid per channel.
             for c in range(w.shape[axis]):
-                channel = np.take(w, c, axis=axis)
-                own = _grid_step(channel)
-                if own is not None and channel.max() <= 127.01 * own and (channel.min() / own).round() >= -128:
+                own = _int8_grid(np.take(w, c, axis=axis).ravel())
+                if own is not None:
                     scale[c] = own
         # A scale must be positive, and the bias must fit in int32 at in_scale · scale.
         scale = np.maximum(scale, np.abs(bias) / (in_scale * 2**30))
@@ -318,6 +317,22 @@ class _Quantizer:
         q = np.clip(np.round(w / scale.reshape(view)), -128, 127).astype(np.int8)
         qbias = np.round(bias / (in_scale * scale)).astype(np.int32)
         return q, scale.astype(np.float32), qbias
+
+
+def _int8_grid(w: np.ndarray) -> float | None:
+    """The scale of an int8 grid through 0 holding every value of one channel (an int8 file's
+    dequantized weights: ``q · scale``, |q| <= 127, the largest |q| = k), or None. The finest such
+    grid, so the bias keeps its precision too."""
+    top = float(np.abs(w).max())
+    if top == 0:
+        return None
+    k = np.arange(127, 0, -1, dtype=np.float64)
+    probe = w[:16].astype(np.float64)[None, :] * k[:, None] / top  # a cheap first cut on a few values
+    for kk in k[np.abs(probe - np.round(probe)).max(axis=1) < 1e-3]:
+        units = w.astype(np.float64) * kk / top
+        if np.abs(units - np.round(units)).max() < 1e-3:
+            return top / kk
+    return None
 
 
 def _grid_step(w: np.ndarray) -> float | None:
