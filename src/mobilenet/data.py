@@ -62,18 +62,19 @@ class CentralCropResize:
     (``tf.image.central_crop``'s box), resized bilinearly to ``size`` x ``size``. The aspect ratio is
     not kept, so a wide photo is squeezed, as it was when Google measured its weights' accuracy."""
 
-    def __init__(self, size: int, fraction: float = CENTER_CROP) -> None:
-        self.size, self.fraction = size, fraction
+    def __init__(self, size: int, fraction: float = CENTER_CROP, interpolation: str = "bilinear") -> None:
+        self.size, self.fraction, self.interpolation = size, fraction, interpolation
 
     def __call__(self, img: Image.Image) -> Image.Image:
         w, h = img.size
         top, left = int((h - h * self.fraction) / 2), int((w - w * self.fraction) / 2)
         # PIL crops and resizes in one pass, filtering over the whole box (antialiased), which is
         # closer to the photo than TF1's point-sampled resize_bilinear on large downscales.
-        return img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, w - left, h - top))
+        resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+        return img.resize((self.size, self.size), resample, box=(left, top, w - left, h - top))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size}, fraction={self.fraction})"
+        return f"{type(self).__name__}(size={self.size}, fraction={self.fraction}, interpolation={self.interpolation})"
 
 
 def eval_transform(
@@ -83,14 +84,15 @@ def eval_transform(
     preprocess: str = "torchvision",
     mean: Sequence[float] = MEAN,
     std: Sequence[float] = STD,
+    interpolation: str = "bilinear",
 ) -> T.Compose:
     """``preprocess="torchvision"``: resize the short side to ``resolution / crop``, take the central
     square. ``"tf"``: :class:`CentralCropResize`. Then scale to ``(x - mean) / std``."""
     if preprocess == "tf":
-        resize: list[Any] = [CentralCropResize(resolution, crop)]
+        resize: list[Any] = [CentralCropResize(resolution, crop, interpolation)]
     elif preprocess == "torchvision":
         resize = [
-            T.Resize(round(resolution / crop), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.Resize(round(resolution / crop), interpolation=T.InterpolationMode(interpolation), antialias=True),
             T.CenterCrop(resolution),
         ]
     else:
@@ -108,6 +110,7 @@ def transforms_for(
         preprocess=preprocess or config.preprocess,
         mean=config.mean,
         std=config.std,
+        interpolation=getattr(config, "interpolation", "bilinear"),
     )
 
 

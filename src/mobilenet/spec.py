@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 __all__ = [
     "ACTIVATIONS",
+    "INTERPOLATIONS",
     "MAX_WIDTH_MULT",
     "MIN_RESOLUTION",
     "PADDINGS",
@@ -42,6 +43,7 @@ PADDINGS: tuple[str, ...] = ("symmetric", "tf", "keras")
 #: width, then resize to S x S (the aspect ratio is not kept). "torchvision": resize the short side
 #: to S / ``crop_pct`` and take the central S x S square.
 PREPROCESSES: tuple[str, ...] = ("tf", "torchvision")
+INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
 
 #: Smallest input side we accept. The net downsamples by 32; below that the last stages would see
 #: 1x1 maps made mostly of padding, which is never what a user meant.
@@ -211,6 +213,8 @@ class MobileNetConfig:
     crop_pct: float = field(default=0.875, compare=False)
     mean: tuple[float, float, float] = field(default=(0.5, 0.5, 0.5), compare=False)
     std: tuple[float, float, float] = field(default=(0.5, 0.5, 0.5), compare=False)
+    #: How the resize samples: "bilinear" (TF-slim, torchvision) or "bicubic" (timm's recipes).
+    interpolation: str = field(default="bilinear", compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "width_mult", check_width_mult(self.width_mult))
@@ -226,6 +230,7 @@ class MobileNetConfig:
         if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
             raise ValueError(f"bn_eps={self.bn_eps!r} must be a positive number")
         _check_choice("preprocess", self.preprocess, PREPROCESSES)
+        _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         check_crop_pct(self.crop_pct)
         for name in ("mean", "std"):
             value = getattr(self, name)

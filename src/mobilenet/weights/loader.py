@@ -219,7 +219,7 @@ def _load_entry(entry: Weights, *, progress: bool, overrides: Mapping[str, Any])
     # A file cannot say how its publisher evaluated it (timm's importer, say, cannot tell one tag
     # from another); the entry can.
     c = entry.config
-    config = config.replace(preprocess=c.preprocess, crop_pct=c.crop_pct, mean=c.mean, std=c.std)
+    config = config.replace(preprocess=c.preprocess, crop_pct=c.crop_pct, mean=c.mean, std=c.std, interpolation=c.interpolation)
     return MobileNetV1.from_state_dict(state, config, source=str(converted), overrides=overrides)
 
 

@@ -154,7 +154,7 @@ def _timm(name: str, alpha: float, crop_pct: float, top1: float | None) -> Weigh
     """timm's ``mobilenetv1_*`` weights on the Hugging Face hub (safetensors, timm layout, no published hash).
 
     ``crop_pct`` is timm's at the 224 px train size (its pretrained cfg; it tests at 256 px with
-    a larger crop), mean and std are timm's "inception" (0.5, 0.5, 0.5).
+    a larger crop), mean and std are timm's "inception" (0.5, 0.5, 0.5), and it resizes bicubically.
     """
     config = MobileNetConfig(
         width_mult=alpha,
@@ -166,6 +166,7 @@ def _timm(name: str, alpha: float, crop_pct: float, top1: float | None) -> Weigh
         labels="imagenet1000",
         preprocess="torchvision",
         crop_pct=crop_pct,
+        interpolation="bicubic",
     )
     return Weights(
         (WeightsFile(f"{_HF}{name}/resolve/main/model.safetensors", filename=f"{name}.timm.safetensors"),),
