@@ -218,7 +218,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "finetune": dict(
         epochs=5,
         optimizer="adamw",
-        lr=1e-4,
+        lr=3e-5,  # small: the classifier arrives fitted, the backbone only adapts
         head_lr_mult=10.0,
         probe_epochs=30,
         weight_decay=1e-2,
