@@ -50,4 +50,4 @@ def test_cost_table_and_paper():
 def test_cli_bad_input_is_one_line():
     proc = run_cli("cost", "--width-mult", "-1", check=False)
     assert proc.returncode == 2
-    assert "width_mult" in proc.stderr and "Traceback" not in proc.stderr
+    assert "--width-mult" in proc.stderr and "Traceback" not in proc.stderr
