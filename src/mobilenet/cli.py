@@ -611,9 +611,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or os.environ.get("MOBILENET_DEBUG", "") not in ("", "0")
+    default_format = warnings.formatwarning
     if not debug:
-        # One line per warning, as the errors are, instead of Python's file:line and source echo.
-        warnings.formatwarning = lambda message, category, *_rest, **_kw: f"mobilenet {args.command}: warning: {message}\n"
+        ours = str(Path(__file__).parent)
+
+        def one_line(message: Any, category: Any, filename: str, lineno: int, line: str | None = None) -> str:
+            # Our warnings read as one line, like the errors; other libraries' keep Python's form,
+            # so that their deprecation notes are not taken for ours.
+            if str(filename).startswith(ours):
+                return f"mobilenet {args.command}: warning: {message}\n"
+            return default_format(message, category, filename, lineno, line)
+
+        warnings.formatwarning = one_line
     try:
         return int(_COMMANDS[args.command](args) or 0)
     except (ValueError, OSError, RuntimeError, FloatingPointError, TypeError, KeyError) as exc:
@@ -625,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format  # main() may run inside another program (tests)
 
 
 if __name__ == "__main__":  # pragma: no cover
