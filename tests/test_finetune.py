@@ -55,7 +55,7 @@ def finetuned(tmp_path_factory) -> Path:
 def test_finetune_google_tflite_on_flowers(finetuned):
     result = summary(finetuned)
     assert result["recipe"] == "finetune"
-    assert result["best_val_top1"] >= 0.72, result  # measured 0.80-0.83; chance is 0.2
+    assert result["best_val_top1"] >= 0.72, result  # measured 0.80-0.815 (4-5 epochs); chance is 0.2
     # The fine-tuned file carries Google's network and preprocessing, and the flowers' classes.
     from mobilenet import mobilenet_v1
 
@@ -95,7 +95,7 @@ def test_linear_probe_google_tflite(tmp_path):
     mobilenet("train", "--data", str(FLOWERS), "--weights", str(SMALL), "--freeze-backbone", "--out", str(out))
     result = summary(out)
     assert result["recipe"] == "linear-probe"
-    assert result["best_val_top1"] >= 0.65, result  # measured 0.73; chance is 0.2
+    assert result["best_val_top1"] >= 0.65, result  # measured 0.81; chance is 0.2
     # The backbone did not move: a probe trains the classifier only.
     from mobilenet import mobilenet_v1
 
@@ -138,7 +138,7 @@ def test_finetune_from_a_timm_layout_file(tmp_path):
         "train", "--data", str(FLOWERS), "--weights", str(path), "--epochs", "3", "--resolution", "128", "--out", str(out)
     )
     assert "fine-tuning recipe" in proc.stdout
-    assert summary(out)["best_val_top1"] >= 0.65  # measured 0.7-0.8; chance is 0.2
+    assert summary(out)["best_val_top1"] >= 0.65  # symmetric padding is not the network Google trained; chance is 0.2
 
 
 def test_weights_define_the_network(tmp_path):
