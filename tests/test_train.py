@@ -223,3 +223,12 @@ def test_cli_train_bad_input_one_line(tmp_path):
         [sys.executable, "-m", "mobilenet", "train", "--resume", "--out", str(tmp_path / "none")], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "no checkpoint" in proc.stderr
+
+
+def test_resume_refuses_other_settings_and_probe_epochs_need_weights(tmp_path):
+    base = dict(out=str(tmp_path), width_mult=0.25, resolution=32, epochs=1, batch_size=128, progress=False)
+    train(TrainConfig(**base))
+    with pytest.raises(ValueError, match="was started with optimizer='rmsprop', now optimizer='sgd'"):
+        train(TrainConfig(**{**base, "epochs": 2}, resume=True, optimizer="sgd"))
+    with pytest.raises(ValueError, match="backbone is random"):
+        train(TrainConfig(**{**base, "out": str(tmp_path / "p")}, probe_epochs=3))

@@ -457,6 +457,7 @@ def build_model(cfg: TrainConfig, split: DataSplit, pretrained: MobileNetV1 | No
             dropout=cfg.dropout,
             labels=labels,
             class_names=classes,
+            **({"preprocess": cfg.preprocess} if cfg.preprocess else {}),
         )
         return MobileNetV1(config), cfg
     model = pretrained
@@ -471,6 +472,8 @@ def build_model(cfg: TrainConfig, split: DataSplit, pretrained: MobileNetV1 | No
     model.reset_classifier(len(classes))
     model.dropout.p = cfg.dropout
     model.config = model.config.replace(resolution=cfg.resolution, dropout=cfg.dropout, labels=labels, class_names=classes)
+    if cfg.preprocess:  # validated this way: saved this way, so eval reproduces the logged accuracy
+        model.config = model.config.replace(preprocess=cfg.preprocess)
     return model, cfg
 
 
@@ -481,7 +484,9 @@ def _loaders(cfg: TrainConfig, split: DataSplit, world: int, rank: int, device: 
         num_workers=cfg.workers,
         collate_fn=skip_bad_collate,
         pin_memory=device.type == "cuda",
-        persistent_workers=cfg.workers > 0,
+        # Not persistent: fresh workers each epoch take their seeds from the reseeded generator, so
+        # a resumed run augments exactly as an uninterrupted one.
+        persistent_workers=False,
     )
     train_loader = DataLoader(
         split.train,
@@ -515,7 +520,8 @@ def _feature_loaders(
         x, y = zip(*batch)
         return torch.stack(x), torch.stack(y), 0
 
-    train_feats = _pooled_features(model, DataLoader(train_images, 128, collate_fn=skip_bad_collate), device)
+    images = DataLoader(train_images, 128, collate_fn=skip_bad_collate, num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    train_feats = _pooled_features(model, images, device)
     val_feats = _pooled_features(model, val_loader, device)
     return (
         DataLoader(train_feats, cfg.batch_size, shuffle=True, collate_fn=collate, generator=generator),
@@ -800,6 +806,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     split = _data(cfg, pretrained.config if pretrained is not None else None)
     model, cfg = build_model(cfg, split, pretrained)
     cfg = _fit_batch_size(cfg, len(split.train), world)
+    _check_combination(cfg)
     _place(model, cfg, device)
     train_loader, val_loader = _loaders(cfg, split, world, rank, device)
     if cfg.bn == "recalibrate" and not cfg.resume:
@@ -810,16 +817,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     start_epoch, best_top1, history_time = 0, -1.0, 0.0
     if cfg.resume:
-        start_epoch, best_top1, history_time = _resume(out, model, optimizer, scheduler, ema, is_main)
+        start_epoch, best_top1, history_time = _resume(out, model, optimizer, scheduler, ema, is_main, cfg)
     elif is_main:
         out.mkdir(parents=True, exist_ok=True)
-    train_model = _wrap(step_model, cfg, world, local_rank, device)
     logger = _Logger(out, start_epoch, cfg.tensorboard) if is_main else None
     cost = model_cost(model.config)
     if is_main:
         print(_describe(cfg, split, world, device, cost), flush=True)
-    if cfg.probe_epochs and not cfg.freeze_backbone and not cfg.resume:
+    if cfg.probe_epochs and not cfg.resume:
         _fit_classifier_first(cfg, model, pretrained, val_loader, device, is_main)
+    train_model = _wrap(step_model, cfg, world, local_rank, device)  # DDP's first broadcast syncs the fitted classifier
 
     t_start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
@@ -846,6 +853,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if world > 1 and dist.is_initialized():
         dist.destroy_process_group()
     return summary
+
+
+def _check_combination(cfg: TrainConfig) -> None:
+    """Settings that each make sense alone but not together (checked once the recipe has filled the rest)."""
+    if cfg.probe_epochs and (not cfg.weights or cfg.freeze_backbone):
+        raise ValueError(
+            f"probe_epochs={cfg.probe_epochs} fits a new classifier before fine-tuning pretrained weights; "
+            + ("without --weights the backbone is random" if not cfg.weights else "a linear probe is that stage alone")
+            + ": drop --probe-epochs"
+        )
+    if cfg.ema and cfg.freeze_backbone and not cfg.augment:
+        raise ValueError(
+            "ema averages the whole network, but a linear probe without augmentation trains only the classifier on "
+            "cached features; drop --ema (or pass --augment)"
+        )
 
 
 def _fit_batch_size(cfg: TrainConfig, images: int, world: int) -> TrainConfig:
@@ -1005,10 +1027,35 @@ def _teacher(cfg: TrainConfig, num_classes: int, device: torch.device, student: 
     return teacher
 
 
-def _resume(out: Path, model: nn.Module, optimizer: Any, scheduler: Any, ema: Any, is_main: bool) -> tuple[int, float, float]:
+_RESUME_MUST_MATCH = ("weights", "freeze_backbone", "optimizer", "ema", "probe_epochs", "bn", *_ARCH_FIELDS)
+
+
+def _check_resume_config(out: Path, state: dict[str, Any], cfg: TrainConfig) -> None:
+    """A resumed run must be the run that was started: same starting weights, recipe and network."""
+    try:
+        saved = json.loads(state.get("config", "{}"))
+    except (TypeError, json.JSONDecodeError):
+        return
+    for name in _RESUME_MUST_MATCH:
+        have, now = saved.get(name), getattr(cfg, name)
+        if isinstance(have, list):
+            have = tuple(have)
+        if name in saved and have != now:
+            raise ValueError(
+                f"--resume: the run in {out} was started with {name}={have!r}, now {name}={now!r}; "
+                "resume with the flags it was started with, or pass --overwrite to start afresh"
+            )
+
+
+def _resume(
+    out: Path, model: nn.Module, optimizer: Any, scheduler: Any, ema: Any, is_main: bool, cfg: TrainConfig
+) -> tuple[int, float, float]:
     state_path = out / "last_state.pt"
     state = load_state(state_path)
-    weights, saved_config, _ = load_weights_file(out / "last.safetensors")
+    _check_resume_config(out, state, cfg)
+    # With EMA on, last.safetensors holds the averaged weights; training goes on from the raw ones.
+    weights_file = out / ("last_raw.safetensors" if ema is not None else "last.safetensors")
+    weights, saved_config, _ = load_weights_file(weights_file)
     own = model.state_dict()
     mismatch = [k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape)]
     if mismatch:
