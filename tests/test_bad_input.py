@@ -202,3 +202,17 @@ def test_bench_columns_never_run_together():
 
     table = format_timings([Timing("eager", 0.25, 128, 100000, 1000, 1.5, 1.0, 2.0, 5, 14e6)])
     assert " 100000 1000 " in table
+
+
+def test_output_files_respect_the_umask(tmp_path):
+    """Written atomically through a private temporary file, but ending with open()'s permissions."""
+    import os
+
+    from mobilenet.checkpoint import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        path = atomic_write(tmp_path / "x.txt", lambda tmp: Path(tmp).write_text("hi"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
