@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"model"},
     # litert and pte write TF Lite / ExecuTorch files for export and run them for deploy, so they
     # sit with export: fold_batchnorm comes from .model, never from .deploy.
-    {"weights.registry", "weights.tflite", "weights.keras", "weights.timm", "export", "litert", "pte"},
+    {"weights.registry", "weights.tflite", "weights.keras", "weights.timm", "export", "litert", "pte", "quantize"},
     {"weights.loader", "weights", "deploy", "evaluate", "predict"},
     {"builder", "bench", "train"},
     {"cli", "__main__", ""},  # "" is the package itself, mobilenet/__init__.py

@@ -73,6 +73,16 @@ def test_train_learns_digits_and_writes_everything(tmp_path):
     assert json.loads(out.stdout)["top1"] == pytest.approx(max(r["val_top1"] for r in rows))
 
 
+def kill_after_first_checkpoint(victim: subprocess.Popen, out: Path) -> None:
+    state = out / "last_state.pt"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.02)
+    assert victim.poll() is None, "the run finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     common = [*FAST, "--epochs", "4", "--seed", "3"]
@@ -80,14 +90,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert straight.wait(timeout=600) == 0, straight.stderr.read()
 
     victim = cli("train", *common, "--out", str(tmp_path / "b"))
-    state = tmp_path / "b" / "last_state.pt"
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.02)
-    assert victim.poll() is None, "the run finished before it could be killed"
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    killed_at = torch.load(state, weights_only=True)["epoch"]
+    kill_after_first_checkpoint(victim, tmp_path / "b")
+    killed_at = torch.load(tmp_path / "b" / "last_state.pt", weights_only=True)["epoch"]
     assert killed_at < 4
 
     resumed = cli("train", *common, "--out", str(tmp_path / "b"), "--resume")
@@ -232,3 +236,43 @@ def test_resume_refuses_other_settings_and_probe_epochs_need_weights(tmp_path):
         train(TrainConfig(**{**base, "epochs": 2}, resume=True, optimizer="sgd"))
     with pytest.raises(ValueError, match="backbone is random"):
         train(TrainConfig(**{**base, "out": str(tmp_path / "p")}, probe_epochs=3))
+
+
+def test_qat_refuses_what_it_cannot_simulate():
+    for extra, phrase in (
+        ({}, "pass --weights"),
+        ({"weights": "w.safetensors", "freeze_backbone": True}, "drop --freeze-backbone"),
+        ({"weights": "w.safetensors", "bn": "train"}, "BN is folded"),
+        ({"weights": "w.safetensors", "ema": 0.99}, "drop --ema"),
+        ({"weights": "w.safetensors", "amp": True}, "drop --amp"),
+    ):
+        with pytest.raises(ValueError, match=phrase):
+            TrainConfig(qat=True, **extra).validate()
+
+
+@pytest.mark.slow
+def test_qat_continues_a_run_keeps_its_classifier_and_resumes_exactly(tmp_path):
+    """Digits: a float run, then --qat from its weights (same classes: the classifier is kept).
+    A QAT run killed after its first epoch and resumed ends with the same weights and int8 ranges
+    as one that ran straight through, and the simulated int8 model stays close to the float one."""
+    from mobilenet.checkpoint import load_weights_file
+    from mobilenet.quantize import ranges_from_metadata
+
+    float_run = train(TrainConfig(out=str(tmp_path / "float"), epochs=3, width_mult=0.25, resolution=32, batch_size=128))
+    common = [*FAST, "--epochs", "2", "--weights", str(tmp_path / "float" / "best.safetensors"), "--qat"]
+    straight = cli("train", *common, "--out", str(tmp_path / "a"))
+    stdout, stderr = straight.communicate(timeout=600)
+    assert straight.returncode == 0, stderr
+    assert "quantization-aware" in stdout and "after 0 classifier-only passes" in stdout
+
+    victim = cli("train", *common, "--out", str(tmp_path / "b"))
+    kill_after_first_checkpoint(victim, tmp_path / "b")
+    resumed = cli("train", *common, "--out", str(tmp_path / "b"), "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+
+    a, _, meta_a = load_weights_file(tmp_path / "a" / "last.safetensors")
+    b, _, meta_b = load_weights_file(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert ranges_from_metadata(meta_a) == ranges_from_metadata(meta_b) is not None
+    qat = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert qat["best_val_top1"] >= float_run["best_val_top1"] - 0.05, (qat, float_run)

@@ -311,15 +311,14 @@ def _calibration(args: argparse.Namespace, config: Any, resolution: int) -> list
     )
 
 
-def _tflite_ranges(args: argparse.Namespace) -> dict[str, tuple[float, int]] | None:
-    """Google's quantized TF Lite weights already say where each activation's uint8 range lies;
-    int8 uses them unless the user asks to calibrate."""
-    tflite = [w for w in (args.weights or []) if w.lower().endswith(".tflite")]
-    if not tflite or args.calibration:
+def _stored_ranges(args: argparse.Namespace) -> tuple[dict[str, tuple[float, int]], str] | None:
+    """int8 uses the ranges the weights carry (Google's quantized files, a --qat run) unless the
+    user asks to calibrate."""
+    if not args.weights or args.calibration:
         return None
-    from .weights.tflite import activation_quantization
+    from .export import stored_activation_ranges
 
-    return activation_quantization(tflite)
+    return stored_activation_ranges(w for w in args.weights if Path(w).exists())
 
 
 @_command("export")
@@ -343,9 +342,10 @@ def _export(args: argparse.Namespace) -> None:
     if args.format == "pte-int8":  # the PT2E flow calibrates; a TF Lite file's ranges do not carry over
         calibration = _calibration(args, config, resolution)
     elif args.format in ("onnx-int8", "tflite-int8"):
-        ranges = _tflite_ranges(args)
-        if ranges is not None:
-            print("int8 activation ranges: the TF Lite file's own (pass --calibration DIR to calibrate instead)")
+        stored = _stored_ranges(args)
+        if stored is not None:
+            ranges, source = stored
+            print(f"int8 activation ranges: {source} (pass --calibration DIR to calibrate instead)")
         else:
             calibration = _calibration(args, config, resolution)
     path = export_model(
@@ -368,9 +368,12 @@ def _export(args: argparse.Namespace) -> None:
         want = model(x)
     got = load_exported(path)(x)
     if args.format.endswith("-int8"):
-        agree = float((got.argmax(1) == want.argmax(1)).float().mean())
-        what = "calibration images" if calibration else "random inputs"
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); top-1 agreement with float on {len(x)} {what}: {agree:.1%}")
+        size = f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)"
+        if calibration:
+            agree = float((got.argmax(1) == want.argmax(1)).float().mean())
+            print(f"{size}; top-1 agreement with float on {len(x)} calibration images: {agree:.1%}")
+        else:  # agreement on random inputs says nothing about photos
+            print(f"{size}; to see how often it agrees with float on your photos: mobilenet eval --weights {path} --data DIR")
     else:
         diff = float((got - want).abs().max())
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); largest difference from PyTorch: {diff:.2e}")
@@ -425,7 +428,8 @@ def _bench(args: argparse.Namespace) -> int:
         print("note: int8 calibrated on random inputs (speed only); pass --calibration DIR for a usable model", file=sys.stderr)
         return [torch.rand(8, first.config.in_chans, res, res) * 2 - 1 for _ in range(4)]
 
-    ranges = _tflite_ranges(args) if any("int8" in b for b in args.backend) else None
+    stored = _stored_ranges(args) if any("int8" in b for b in args.backend) else None
+    ranges = stored[0] if stored else None
     if not args.json:
         print(format_timings([]))
     results = run_grid(

@@ -41,6 +41,7 @@ __all__ = [
     "onnx_config",
     "output_path",
     "quantize_onnx",
+    "stored_activation_ranges",
 ]
 
 FORMATS: tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "pt2", "tflite", "tflite-int8", "pte", "pte-int8")
@@ -374,6 +375,31 @@ def quantize_onnx(
         quantized.metadata_props.add(key="mobilenet_calibration_images", value=str(reader.count))
         atomic_write(out, lambda tmp: onnx.save(quantized, tmp))
     return out
+
+
+def stored_activation_ranges(weights: Iterable[str | os.PathLike[str]]) -> tuple[dict[str, tuple[float, int]], str] | None:
+    """The int8 activation ranges that weights files already carry, as uint8 (scale, zero point)
+    by module path (the ``activation_ranges`` every int8 exporter takes), and where they came
+    from; None when they carry none.
+
+    Google's quantized TF Lite files hold the ranges they were trained with; a ``--qat`` run's
+    safetensors holds the ranges it learned (metadata ``mobilenet_int8_ranges``).
+    """
+    from .checkpoint import load_weights_file
+    from .quantize import ranges_from_metadata, uint8_qparams
+
+    paths = [Path(w) for w in weights]
+    tflite = [p for p in paths if p.suffix.lower() == ".tflite"]
+    if tflite:
+        from .weights.tflite import activation_quantization
+
+        return activation_quantization(tflite), "the TF Lite file's own"
+    for p in paths:
+        if p.suffix.lower() == ".safetensors" and p.is_file():
+            ranges = ranges_from_metadata(load_weights_file(p)[2])
+            if ranges is not None:
+                return uint8_qparams(ranges), "learned in quantization-aware training (--qat)"
+    return None
 
 
 def export_model(

@@ -37,20 +37,18 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import CONFIG_KEY, atomic_write
-from .model import ConvBNAct, DepthwiseSeparable, MobileNetV1, TFSamePad2d
+from .model import MobileNetV1, TFSamePad2d
+from .quantize import calibrate_ranges, conv_units, qparams
 from .spec import MobileNetConfig
 
 __all__ = [
-    "CALIBRATION_METHODS",
     "LiteRTModel",
-    "calibrate_ranges",
     "export_tflite",
     "google_ranges",
     "tflite_config",
 ]
 
 MOBILE_EXTRA = "pip install 'mobilenet[mobile]'"
-CALIBRATION_METHODS = ("minmax", "percentile")
 
 
 def require_litert(purpose: str) -> None:
@@ -82,21 +80,11 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _units(model: MobileNetV1) -> list[tuple[str, ConvBNAct]]:
-    units: list[tuple[str, ConvBNAct]] = [("stem", model.stem)]  # type: ignore[list-item]
-    for i, block in enumerate(model.blocks):
-        if isinstance(block, DepthwiseSeparable):
-            units += [(f"blocks.{i}.dw", block.dw), (f"blocks.{i}.pw", block.pw)]
-        else:
-            units.append((f"blocks.{i}", block))  # type: ignore[arg-type]
-    return units
-
-
 def _convs(folded: MobileNetV1, size: tuple[int, int]) -> list[_Conv]:
     """Every conv of a BN-folded model with the pads it applies at input ``size`` (H, W)."""
     h, w = size
     out = []
-    for name, unit in _units(folded):
+    for name, unit in conv_units(folded):
         conv: nn.Conv2d = unit.conv  # type: ignore[assignment]
         k, s = conv.kernel_size[0], conv.stride[0]
         pad = unit._modules.get("pad")
@@ -123,62 +111,12 @@ def _convs(folded: MobileNetV1, size: tuple[int, int]) -> list[_Conv]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Activation ranges: calibration, or a quantized TF Lite file's own
-
-
-def calibrate_ranges(
-    model: MobileNetV1, batches: Iterable[Tensor], *, method: str = "minmax", percentile: float = 99.99
-) -> dict[str, tuple[float, float]]:
-    """(low, high) of each activation the int8 graph stores, seen on ``batches`` of preprocessed
-    images: ``input``, each conv unit's output (after its activation), ``global_pool`` and
-    ``classifier``.
-
-    ``minmax`` covers every value seen. ``percentile`` clips each tensor to the given percentile
-    of its values (the mean over batches): a few outliers then cost fewer rounding steps for the
-    rest.
-    """
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration method {method!r}: choose from {', '.join(CALIBRATION_METHODS)}")
-    ranges: dict[str, list[tuple[float, float]]] = {}
-
-    def observe(key: str, t: Tensor) -> None:
-        t = t.detach().float().flatten()
-        if method == "minmax":
-            lo, hi = float(t.min()), float(t.max())
-        else:
-            if t.numel() > 2_000_000:  # torch.quantile's limit is 16M; a strided sample is plenty
-                t = t[:: t.numel() // 2_000_000 + 1]
-            q = torch.tensor([(100 - percentile) / 100, percentile / 100])
-            lo, hi = (float(v) for v in torch.quantile(t, q))
-        ranges.setdefault(key, []).append((lo, hi))
-
-    handles = []
-    modules = dict(_units(model))
-    modules.update({"global_pool": model.global_pool, "classifier": model.classifier})  # type: ignore[dict-item]
-    for key, module in modules.items():
-        handles.append(module.register_forward_hook(lambda _m, _i, out, key=key: observe(key, out)))
-    seen = 0
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                if isinstance(batch, (tuple, list)):
-                    batch = batch[0]
-                observe("input", batch)
-                model(batch.float())
-                seen += int(batch.shape[0])
-    finally:
-        for h in handles:
-            h.remove()
-    if not seen:
-        raise ValueError("int8 calibration saw no images; pass a folder with some (a few hundred is typical)")
-    if method == "minmax":
-        return {k: (min(v[0] for v in vs), max(v[1] for v in vs)) for k, vs in ranges.items()}
-    return {k: (float(np.mean([v[0] for v in vs])), float(np.mean([v[1] for v in vs]))) for k, vs in ranges.items()}
+# Activation ranges: a quantized TF Lite file's own
 
 
 def google_ranges(uint8_ranges: dict[str, tuple[float, int]]) -> dict[str, tuple[float, int]]:
     """Google's uint8 (scale, zero point) per activation as int8: the same scale, zero point - 128,
-    with the input's [-1, 1] mapping (1/128, 128) added. Keys as :func:`calibrate_ranges`.
+    with the input's [-1, 1] mapping (1/128, 128) added. Keys as :func:`mobilenet.quantize.calibrate_ranges`.
 
     Ranges read from an int8 file (one we wrote, brought back as weights) are int8 already: there
     a ReLU's output has zero point -128, which no uint8 file has, and they are kept as they are."""
@@ -186,14 +124,6 @@ def google_ranges(uint8_ranges: dict[str, tuple[float, int]]) -> dict[str, tuple
     out = {"input": (1 / 128, 0)}
     out.update({k: (scale, zero - shift) for k, (scale, zero) in uint8_ranges.items()})
     return out
-
-
-def _qparams(lo: float, hi: float) -> tuple[float, int]:
-    """Asymmetric int8 (scale, zero point) whose grid holds 0.0 exactly (zero padding must be exact)."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = (hi - lo) / 255 if hi > lo else 1.0
-    zero = int(np.clip(round(-128 - lo / scale), -128, 127))
-    return float(scale), zero
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +217,7 @@ class _Quantizer:
         if key not in self.ranges:
             raise ValueError(f"no int8 range for activation {key!r}; the ranges do not come from this model")
         a, b = self.ranges[key]
-        return (float(a), int(b)) if self.fixed else _qparams(float(a), float(b))
+        return (float(a), int(b)) if self.fixed else qparams(float(a), float(b))
 
     def weight(self, w: np.ndarray, axis: int, bias: np.ndarray, in_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """int8 weight, its per-channel scales, and the int32 bias at in_scale · weight_scale."""

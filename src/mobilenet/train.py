@@ -37,13 +37,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from .checkpoint import load_state, load_weights_file, save_state, save_weights
 from .cost import model_cost
 from .data import DataSplit, DigitsDataset, load_data, skip_bad_collate, train_transform, transforms_for
 from .evaluate import evaluate
-from .model import MobileNetV1
+from .model import MobileNetV1, fold_batchnorm
+from .quantize import FakeQuantMobileNet, calibrate_ranges, ranges_from_metadata, ranges_to_metadata
 from .spec import ACTIVATIONS, PADDINGS, PREPROCESSES, VARIANTS, MobileNetConfig, check_resolution, check_width_mult
 from .weights import load_weights
 
@@ -113,6 +114,11 @@ class TrainConfig:
     bn: str | None = _opt("batch norm while training: train, frozen or recalibrate", choices=BN_MODES)
     augment: bool | None = _opt("random resized crops and flips (default on; off for a linear probe)")
     preprocess: str | None = _opt("validation preprocessing: tf or torchvision (default: the weights')", choices=PREPROCESSES)
+    qat: bool = _opt(
+        "quantization-aware fine-tuning: train through the int8 rounding of a tflite-int8 export (needs --weights; "
+        "the weights file then carries the int8 ranges that export uses)",
+        default=False,
+    )
     ema: float = _opt("EMA decay of the weights, e.g. 0.999 (0 = off)", default=0.0)
     bn_momentum: float = _opt("BN running-statistics momentum (PyTorch's convention)", default=0.1)
     teacher: str | tuple[str, ...] | None = _opt("distil from this model's outputs (same classes)", nargs="+")
@@ -176,6 +182,17 @@ class TrainConfig:
         ):
             value = getattr(self, name)
             checks.append((value is None or value in allowed, f"{name}={value!r} must be one of {', '.join(allowed)}"))
+        if self.qat:
+            qat_conflicts = [
+                (not self.weights, "it fine-tunes a trained network: pass --weights"),
+                (self.freeze_backbone, "a linear probe does not train the layers it would quantize: drop --freeze-backbone"),
+                (self.bn not in (None, "frozen"), "BN is folded into the convs, as int8 runs it: drop --bn or pass --bn frozen"),
+                (self.ema > 0, "the int8 ranges follow the trained weights, not an average: drop --ema"),
+                (self.amp, "bf16 autocast would round before the int8 simulation does: drop --amp"),
+            ]
+            for bad, why in qat_conflicts:
+                if bad:
+                    checks.append((False, f"qat: {why}"))
         if self.freeze_backbone and not self.weights:
             checks.append(
                 (
@@ -245,6 +262,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
 }
 RECIPES["digits"] = {**RECIPES["paper"], "width_mult": 0.5, "resolution": 32, "epochs": 25, "schedule": "cosine", "warmup": 1.0}
+# Quantization-aware fine-tuning: the fine-tune, with a backbone lr high enough for the weights to
+# move onto what survives int8 rounding (0.25-128 on flowers: lr 3e-5 x 3 epochs 0.795 in LiteRT,
+# 1e-4 x 5 epochs 0.82; benchmarks/RESULTS.md "Quantization-aware training").
+RECIPES["qat"] = {**RECIPES["finetune"], "lr": 1e-4}
 _ARCH_DEFAULTS = {"activation": "relu", "padding": "symmetric", "variant": "separable", "bn_eps": 1e-3, "min_depth": 8}
 _ARCH_FIELDS = ("width_mult", "activation", "padding", "variant", "bn_eps", "min_depth")
 
@@ -253,7 +274,7 @@ def recipe_for(cfg: TrainConfig) -> str:
     if cfg.weights and cfg.freeze_backbone:
         return "linear-probe"
     if cfg.weights:
-        return "finetune"
+        return "qat" if cfg.qat else "finetune"
     return "digits" if cfg.data is None else "paper"
 
 
@@ -462,6 +483,9 @@ def build_model(cfg: TrainConfig, split: DataSplit, pretrained: MobileNetV1 | No
         return MobileNetV1(config), cfg
     model = pretrained
     source = model.config
+    keep_classifier = source.class_names == classes and source.num_classes == len(classes)
+    if keep_classifier and cfg.probe_epochs is None:
+        cfg = replace(cfg, probe_epochs=0)  # the classifier already fits these classes
     cfg = resolve(cfg, source)
     if abs(cfg.resolution / source.resolution - 1) > 0.25:
         warnings.warn(
@@ -469,7 +493,10 @@ def build_model(cfg: TrainConfig, split: DataSplit, pretrained: MobileNetV1 | No
             "accuracy may suffer (the network accepts any size >= 32)",
             stacklevel=2,
         )
-    model.reset_classifier(len(classes))
+    # Weights already trained on these classes (a fine-tune continued, or made quantization-aware)
+    # keep their classifier; any other weights get a new one for the data's classes.
+    if not keep_classifier:
+        model.reset_classifier(len(classes))
     model.dropout.p = cfg.dropout
     model.config = model.config.replace(resolution=cfg.resolution, dropout=cfg.dropout, labels=labels, class_names=classes)
     if cfg.preprocess:  # validated this way: saved this way, so eval reproduces the logged accuracy
@@ -702,14 +729,18 @@ def reduce_metrics(train_stats: dict[str, float], val: dict[str, Any], device: t
     train_stats.update(loss_sum=float(totals[4]), correct=int(totals[5]), seen=int(totals[6]))
 
 
-def save_checkpoint(out: Path, model: MobileNetV1, ema: Any, state: dict[str, Any], is_best: bool) -> None:
+def save_checkpoint(
+    out: Path, model: MobileNetV1, ema: Any, state: dict[str, Any], is_best: bool, metadata: dict[str, str] | None = None
+) -> None:
     """Weights first, then state: the state names an epoch only once its weights are on disk.
-    With EMA on, last/best hold the averaged weights and last_raw the trained ones."""
+    With EMA on, last/best hold the averaged weights and last_raw the trained ones. ``metadata``
+    goes into the weights files (a QAT run's int8 ranges)."""
     epoch = str(state["epoch"])
     weights = ema.module if ema is not None else model
-    save_weights(out / "last.safetensors", weights, model.config, epoch=epoch)
+    meta = metadata or {}
+    save_weights(out / "last.safetensors", weights, model.config, epoch=epoch, **meta)
     if is_best:
-        save_weights(out / "best.safetensors", weights, model.config, epoch=epoch, val_top1=f"{state['best_top1']:.6f}")
+        save_weights(out / "best.safetensors", weights, model.config, epoch=epoch, val_top1=f"{state['best_top1']:.6f}", **meta)
     if ema is not None:
         save_weights(out / "last_raw.safetensors", model, model.config)
     save_state(out / "last_state.pt", state)
@@ -761,9 +792,13 @@ def _describe(cfg: TrainConfig, split: DataSplit, world: int, device: torch.devi
         "digits": "the digits recipe from scratch",
         "finetune": f"fine-tuning recipe from {_name(cfg.weights)}",
         "linear-probe": f"linear-probe recipe on {_name(cfg.weights)}",
+        "qat": f"quantization-aware fine-tuning recipe from {_name(cfg.weights)} (int8 rounding simulated in training "
+        "and validation)",
     }[recipe]
     head = (
-        f", classifier lr x{cfg.head_lr_mult:g} after {cfg.probe_epochs} classifier-only passes" if recipe == "finetune" else ""
+        f", classifier lr x{cfg.head_lr_mult:g} after {cfg.probe_epochs} classifier-only passes"
+        if recipe in ("finetune", "qat")
+        else ""
     )
     return (
         f"recipe: {what}: {cfg.optimizer}{head}, {cfg.schedule} schedule, warm-up {cfg.warmup:g} epochs, BN {cfg.bn}, "
@@ -826,6 +861,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         print(_describe(cfg, split, world, device, cost), flush=True)
     if cfg.probe_epochs and not cfg.resume:
         _fit_classifier_first(cfg, model, pretrained, val_loader, device, is_main)
+    if cfg.qat:  # after the classifier is fitted: its output range is one of those calibrated
+        step_model = _simulate_int8(cfg, model, pretrained, out, device, is_main)
     train_model = _wrap(step_model, cfg, world, local_rank, device)  # DDP's first broadcast syncs the fitted classifier
 
     t_start = time.perf_counter()
@@ -843,7 +880,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             reduce_metrics(stats, val, device)
         if is_main:
             wall = history_time + time.perf_counter() - t_start
-            best_top1 = _end_epoch(out, cfg, epoch, stats, val, logger, model, optimizer, scheduler, ema, best_top1, wall)
+            best_top1 = _end_epoch(
+                out, cfg, epoch, stats, val, logger, model, optimizer, scheduler, ema, best_top1, wall, _metadata(step_model)
+            )
         if world > 1:
             dist.barrier()
 
@@ -974,6 +1013,7 @@ def _end_epoch(
     ema: Any,
     best_top1: float,
     wall_time: float,
+    metadata: dict[str, str],
 ) -> float:
     """Logs the epoch and writes its checkpoint (rank 0); returns the best val top-1 so far."""
     assert logger is not None
@@ -997,8 +1037,35 @@ def _end_epoch(
     }
     if ema is not None:
         state["ema"] = ema.state_dict()
-    save_checkpoint(out, model, ema, state, is_best)
+    save_checkpoint(out, model, ema, state, is_best, metadata)
     return state["best_top1"]
+
+
+def _simulate_int8(
+    cfg: TrainConfig, model: MobileNetV1, pretrained: MobileNetV1 | None, out: Path, device: torch.device, is_main: bool
+) -> FakeQuantMobileNet:
+    """QAT: the model wrapped to compute as its tflite-int8 export will. The activation ranges
+    start where post-training calibration would put them (the float model's min and max on up
+    to 256 training images, unaugmented) and follow the batches from there; a resumed run takes
+    them from its last checkpoint."""
+    if cfg.resume:
+        ranges = ranges_from_metadata(load_weights_file(out / "last.safetensors")[2])
+        if ranges is None:
+            raise ValueError(f"--resume --qat: {out / 'last.safetensors'} holds no int8 ranges; it was not a --qat run")
+    else:
+        plain = _data(cfg, pretrained.config if pretrained is not None else None, augment=False).train
+        picked = torch.randperm(len(plain), generator=torch.Generator().manual_seed(cfg.seed))[:256].tolist()
+        loader = DataLoader(Subset(plain, picked), 64, collate_fn=skip_bad_collate, num_workers=cfg.workers)
+        ranges = calibrate_ranges(fold_batchnorm(model), (images.to(device) for images, _, _ in loader))
+        if is_main:
+            print(
+                f"quantization-aware: int8 ranges calibrated on {len(picked)} training images; validation runs the int8 simulation"
+            )
+    return FakeQuantMobileNet(model, ranges).to(device)
+
+
+def _metadata(step_model: nn.Module) -> dict[str, str]:
+    return ranges_to_metadata(step_model.ranges()) if isinstance(step_model, FakeQuantMobileNet) else {}
 
 
 def _pretrained(cfg: TrainConfig) -> MobileNetV1 | None:
@@ -1027,7 +1094,7 @@ def _teacher(cfg: TrainConfig, num_classes: int, device: torch.device, student: 
     return teacher
 
 
-_RESUME_MUST_MATCH = ("weights", "freeze_backbone", "optimizer", "ema", "probe_epochs", "bn", *_ARCH_FIELDS)
+_RESUME_MUST_MATCH = ("weights", "freeze_backbone", "optimizer", "ema", "probe_epochs", "bn", "qat", *_ARCH_FIELDS)
 
 
 def _check_resume_config(out: Path, state: dict[str, Any], cfg: TrainConfig) -> None:

@@ -1,0 +1,243 @@
+"""The int8 scheme of our TF Lite export, written once: the writer (:mod:`mobilenet.litert`) emits
+it, and :class:`FakeQuantMobileNet` simulates it in float for quantization-aware training (QAT)
+and for checking in PyTorch what an int8 file will compute.
+
+The scheme:
+
+- weights: int8, symmetric, one scale per output channel, ``scale = max|w| / 127``, taken of the
+  conv with its BN folded in (BN frozen: QAT fine-tunes a trained network, as TF-slim's did);
+- activations: int8, asymmetric, one (scale, zero point) per tensor from a (low, high) range
+  that always holds 0.0 exactly (zero padding must stay exact): the input, each conv's output
+  after its ReLU/ReLU6, and the classifier's output;
+- the global average pool keeps its input's (scale, zero point), as TF Lite's int8 pool must.
+
+Fake quantization rounds a float tensor onto its int8 grid and back, and lets gradients through
+unchanged inside the range (the straight-through estimator), so training sees the rounding and
+clipping the integer runtime will apply and learns weights that survive it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .model import ConvBNAct, DepthwiseSeparable, MobileNetV1
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "RANGES_KEY",
+    "FakeQuantMobileNet",
+    "activation_keys",
+    "calibrate_ranges",
+    "conv_units",
+    "qparams",
+    "ranges_from_metadata",
+    "ranges_to_metadata",
+    "uint8_qparams",
+]
+
+CALIBRATION_METHODS = ("minmax", "percentile")
+#: Weights-file metadata holding the activation ranges a QAT run learned (JSON {key: [low, high]}).
+RANGES_KEY = "mobilenet_int8_ranges"
+QMIN, QMAX = -128, 127
+
+
+def conv_units(model: MobileNetV1) -> list[tuple[str, ConvBNAct]]:
+    """Every conv → BN → activation unit, in order, by module path ("stem", "blocks.3.dw", ...)."""
+    units: list[tuple[str, ConvBNAct]] = [("stem", model.stem)]  # type: ignore[list-item]
+    for i, block in enumerate(model.blocks):
+        if isinstance(block, DepthwiseSeparable):
+            units += [(f"blocks.{i}.dw", block.dw), (f"blocks.{i}.pw", block.pw)]
+        else:
+            units.append((f"blocks.{i}", block))  # type: ignore[arg-type]
+    return units
+
+
+def activation_keys(model: MobileNetV1) -> list[str]:
+    """The activations that carry their own range: ``input``, each unit, ``classifier``."""
+    keys = ["input", *(name for name, _ in conv_units(model))]
+    return keys + (["classifier"] if model.config.num_classes > 0 else [])
+
+
+def qparams(low: float, high: float) -> tuple[float, int]:
+    """Asymmetric int8 (scale, zero point) for a range, widened to hold 0.0 exactly."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255 if high > low else 1.0
+    zero = int(np.clip(round(-128 - low / scale), QMIN, QMAX))
+    return float(scale), zero
+
+
+def uint8_qparams(ranges: Mapping[str, tuple[float, float]]) -> dict[str, tuple[float, int]]:
+    """(low, high) ranges as uint8 (scale, zero point), the form Google's quantized TF Lite files
+    give (:func:`mobilenet.weights.tflite.activation_quantization`), which every int8 exporter
+    takes as ``activation_ranges``. The pool shares the last conv's range."""
+    out = {}
+    for key, (low, high) in ranges.items():
+        scale, zero = qparams(low, high)
+        out[key] = (scale, zero + 128)
+    units = [k for k in ranges if k not in ("input", "classifier")]
+    if units:
+        out["global_pool"] = out[units[-1]]
+    return out
+
+
+def _check_ranges(ranges: Mapping[str, tuple[float, float]]) -> None:
+    for key, (low, high) in ranges.items():
+        if not (np.isfinite(low) and np.isfinite(high)) or low > high:
+            raise ValueError(f"int8 range for {key!r} is ({low}, {high}); it must be finite with low <= high")
+
+
+def ranges_to_metadata(ranges: Mapping[str, tuple[float, float]]) -> dict[str, str]:
+    return {RANGES_KEY: json.dumps({k: [float(lo), float(hi)] for k, (lo, hi) in ranges.items()})}
+
+
+def ranges_from_metadata(metadata: Mapping[str, str]) -> dict[str, tuple[float, float]] | None:
+    """The QAT ranges a weights file carries, or None if it has none."""
+    if RANGES_KEY not in metadata:
+        return None
+    try:
+        raw = json.loads(metadata[RANGES_KEY])
+        ranges = {str(k): (float(v[0]), float(v[1])) for k, v in raw.items()}
+    except (json.JSONDecodeError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ValueError(f"the weights' {RANGES_KEY} metadata is unreadable ({exc})") from None
+    _check_ranges(ranges)
+    return ranges
+
+
+def calibrate_ranges(
+    model: MobileNetV1, batches: Iterable[Tensor], *, method: str = "minmax", percentile: float = 99.99
+) -> dict[str, tuple[float, float]]:
+    """(low, high) of each activation the int8 graph stores, seen on ``batches`` of preprocessed
+    images: ``input``, each conv unit's output (after its activation), ``global_pool`` and
+    ``classifier``.
+
+    ``minmax`` covers every value seen. ``percentile`` clips each tensor to the given percentile
+    of its values (the mean over batches): a few outliers then cost fewer rounding steps for the
+    rest.
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration method {method!r}: choose from {', '.join(CALIBRATION_METHODS)}")
+    ranges: dict[str, list[tuple[float, float]]] = {}
+
+    def observe(key: str, t: Tensor) -> None:
+        t = t.detach().float().flatten()
+        if method == "minmax":
+            lo, hi = float(t.min()), float(t.max())
+        else:
+            if t.numel() > 2_000_000:  # torch.quantile's limit is 16M; a strided sample is plenty
+                t = t[:: t.numel() // 2_000_000 + 1]
+            q = torch.tensor([(100 - percentile) / 100, percentile / 100])
+            lo, hi = (float(v) for v in torch.quantile(t, q))
+        ranges.setdefault(key, []).append((lo, hi))
+
+    handles = []
+    modules: dict[str, nn.Module] = dict(conv_units(model))
+    modules.update({"global_pool": model.global_pool, "classifier": model.classifier})
+    for key, module in modules.items():
+        handles.append(module.register_forward_hook(lambda _m, _i, out, key=key: observe(key, out)))
+    seen = 0
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                if isinstance(batch, (tuple, list)):
+                    batch = batch[0]
+                observe("input", batch)
+                model(batch.float())
+                seen += int(batch.shape[0])
+    finally:
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise ValueError("int8 calibration saw no images; pass a folder with some (a few hundred is typical)")
+    if method == "minmax":
+        return {k: (min(v[0] for v in vs), max(v[1] for v in vs)) for k, vs in ranges.items()}
+    return {k: (float(np.mean([v[0] for v in vs])), float(np.mean([v[1] for v in vs]))) for k, vs in ranges.items()}
+
+
+def _folded(unit: ConvBNAct) -> tuple[Tensor, Tensor]:
+    """The unit's conv weight and bias with its BN (in eval mode) folded in, differentiably."""
+    conv, bn = unit.conv, unit.bn
+    weight = conv.weight
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=weight.device, dtype=weight.dtype)
+    if isinstance(bn, nn.BatchNorm2d):
+        if bn.training:
+            raise RuntimeError("quantization-aware training folds BN into the convs, so BN must be frozen (eval mode)")
+        gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # type: ignore[operator]
+        weight = weight * gain.reshape(-1, 1, 1, 1)
+        bias = (bias - bn.running_mean) * gain + bn.bias  # type: ignore[operator]
+    return weight, bias
+
+
+def _fake_quant_weight(weight: Tensor) -> Tensor:
+    """Symmetric int8 per output channel (axis 0), scale = max|w| / 127, as the writer does."""
+    absmax = weight.detach().abs().flatten(1).amax(1).float()
+    scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))
+    zero = torch.zeros_like(scale, dtype=torch.int32)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -127, 127)
+
+
+class FakeQuantMobileNet(nn.Module):
+    """``model`` computing as its int8 TF Lite export will: BN folded, weights and activations
+    rounded to int8 in float. It shares ``model``'s parameters, so an optimizer over either trains
+    both.
+
+    ``ranges`` ((low, high) per :func:`activation_keys`) fix the activation grids; in training mode
+    each is moved towards the batch's min and max by ``momentum`` every step (an exponential
+    moving average, as TF-slim's quantization-aware training did). :meth:`ranges` reads them back.
+    """
+
+    def __init__(self, model: MobileNetV1, ranges: Mapping[str, tuple[float, float]], *, momentum: float = 0.01) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.keys = activation_keys(model)
+        missing = [k for k in self.keys if k not in ranges]
+        if missing:
+            raise ValueError(f"int8 ranges are missing for {', '.join(missing)}; they do not come from this model")
+        _check_ranges(ranges)
+        self.momentum = momentum
+        self.register_buffer("range_table", torch.tensor([list(ranges[k]) for k in self.keys], dtype=torch.float32))
+        self._units = conv_units(model)
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        table = self.range_table.detach().cpu().tolist()
+        return {k: (float(lo), float(hi)) for k, (lo, hi) in zip(self.keys, table)}
+
+    def _quant(self, x: Tensor, index: int, observe: bool = True) -> Tensor:
+        if observe and self.training:
+            with torch.no_grad():
+                seen = torch.stack([x.detach().min(), x.detach().max()]).float()
+                self.range_table[index].lerp_(seen, self.momentum)
+        low, high = self.range_table[index].clamp(max=0.0)[0], self.range_table[index].clamp(min=0.0)[1]
+        scale = torch.where(high > low, (high - low) / 255, torch.ones_like(high))
+        zero = torch.clamp(torch.round(-128 - low / scale), QMIN, QMAX).to(torch.int32)
+        return torch.fake_quantize_per_tensor_affine(x, scale.float(), zero, QMIN, QMAX)
+
+    def forward(self, x: Tensor) -> Tensor:
+        model = self.model
+        model._check_input(x)
+        x = self._quant(x, 0)
+        for i, (_, unit) in enumerate(self._units, start=1):
+            pad = unit._modules.get("pad")
+            if pad is not None:
+                x = pad(x)
+            conv: nn.Conv2d = unit.conv  # type: ignore[assignment]
+            weight, bias = _folded(unit)
+            x = F.conv2d(x, _fake_quant_weight(weight), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+            x = self._quant(unit.act(x), i)
+        # TF Lite's int8 average pool rounds onto its input's grid.
+        x = self._quant(model.global_pool(x), len(self._units), observe=False)
+        x = model.dropout(torch.flatten(x, 1))
+        if model.config.num_classes == 0:
+            return x
+        fc: nn.Linear = model.classifier  # type: ignore[assignment]
+        x = F.linear(x, _fake_quant_weight(fc.weight), fc.bias)
+        return self._quant(x, len(self.keys) - 1)
+
+    def extra_repr(self) -> str:
+        return f"int8 simulation: {len(self.keys)} activation ranges, momentum={self.momentum}"
