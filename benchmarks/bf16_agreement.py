@@ -28,11 +28,10 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from tests.reference import IMAGES, MODELS  # noqa: E402
+from tests.reference import IMAGES, MODELS, REFERENCE  # noqa: E402
 
 from mobilenet import mobilenet_v1  # noqa: E402
 from mobilenet.data import image_batches, transforms_for  # noqa: E402
@@ -80,6 +79,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", nargs="+", action="append", default=[], help="more weights to study (repeatable)")
     p.add_argument("--limit", type=int, default=10_000, help="photos per folder at most")
+    p.add_argument("--no-google", action="store_true", help="only the --weights given")
     args = p.parse_args()
     torch.set_num_threads(2)
     cpu = next(
@@ -88,15 +88,15 @@ def main() -> None:
         platform.processor(),
     )  # fmt: skip
     print(f"CPU: {cpu}; torch {torch.__version__}")
-    studies = dict(GOOGLE)
+    studies = {} if args.no_google else dict(GOOGLE)
     for files in args.weights:
-        studies[" + ".join(Path(f).name for f in files)] = files
+        studies[" + ".join("/".join(Path(f).parts[-2:]) for f in files)] = files
     print("| model | variant | agrees with fp32 | disagreements | fp32 top-1 - top-2 there (max) |")
     print("|---|---|---|---|---|")
     for name, files in studies.items():
         model = mobilenet_v1(weights=[str(f) for f in files] if len(files) > 1 else str(files[0])).eval()
         transform = transforms_for(model.config)
-        photos = image_batches(SHARED / "data" / "flowers", 0, limit=args.limit, transform=transform)
+        photos = image_batches(REFERENCE.parent / "data" / "flowers", 0, limit=args.limit, transform=transform)
         photos += image_batches(IMAGES, 0, limit=args.limit, transform=transform)
         x = torch.cat(photos)
         folded = fold_batchnorm(model)

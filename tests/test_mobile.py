@@ -16,10 +16,12 @@ from mobilenet.data import image_batches, open_rgb, transforms_for
 from mobilenet.deploy import settle_batchnorm
 from mobilenet.litert import LiteRTModel, export_tflite, tflite_config
 
-SHARED = Path("/work/shared")
-TFLITE = SHARED / "reference" / "tflite"
+from .reference import REFERENCE
+
+SHARED = REFERENCE.parent
+TFLITE = REFERENCE / "tflite"
 GOOGLE_025 = TFLITE / "mobilenet_v1_0.25_128_quant.tflite"
-IMAGES = SHARED / "reference" / "images"
+IMAGES = REFERENCE / "images"
 FLOWERS = SHARED / "data" / "flowers"
 needs_shared = pytest.mark.skipif(not (GOOGLE_025.is_file() and FLOWERS.is_dir()), reason="shared reference files absent")
 has_executorch = importlib.util.find_spec("executorch") is not None and importlib.util.find_spec("torchao") is not None

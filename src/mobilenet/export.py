@@ -307,10 +307,10 @@ def quantize_onnx(
     ``method``: ``minmax`` (ranges cover every calibration activation), ``percentile`` (clip the
     0.001% tails) or ``entropy`` (KL-divergence ranges).
 
-    ``activation_ranges`` (from :func:`mobilenet.weights.tflite.activation_quantization`, plus
-    ``"input"``) fixes every activation's uint8 scale and zero point to those of Google's own
-    quantized model instead of calibrating: the int8 model then rounds where Google's runtime
-    rounds, and needs no calibration images.
+    ``activation_ranges`` (:func:`stored_activation_ranges`: Google's quantized files' own, or a
+    ``--qat`` run's) fixes every activation's uint8 scale and zero point instead of calibrating:
+    the int8 model then rounds where that model was trained to round, and needs no calibration
+    images.
     """
     require("onnx", "onnxruntime", purpose="int8 quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -379,8 +379,8 @@ def quantize_onnx(
 
 def stored_activation_ranges(weights: Iterable[str | os.PathLike[str]]) -> tuple[dict[str, tuple[float, int]], str] | None:
     """The int8 activation ranges that weights files already carry, as uint8 (scale, zero point)
-    by module path (the ``activation_ranges`` every int8 exporter takes), and where they came
-    from; None when they carry none.
+    by module path (the ``activation_ranges`` the tflite-int8 and onnx-int8 exporters take; the
+    PT2E flow of pte-int8 calibrates its own), and where they came from; None when they carry none.
 
     Google's quantized TF Lite files hold the ranges they were trained with; a ``--qat`` run's
     safetensors holds the ranges it learned (metadata ``mobilenet_int8_ranges``).
@@ -396,7 +396,10 @@ def stored_activation_ranges(weights: Iterable[str | os.PathLike[str]]) -> tuple
         return activation_quantization(tflite), "the TF Lite file's own"
     for p in paths:
         if p.suffix.lower() == ".safetensors" and p.is_file():
-            ranges = ranges_from_metadata(load_weights_file(p)[2])
+            try:
+                ranges = ranges_from_metadata(load_weights_file(p)[2])
+            except ValueError as exc:
+                raise ValueError(f"{p}: {exc}") from None
             if ranges is not None:
                 return uint8_qparams(ranges), "learned in quantization-aware training (--qat)"
     return None

@@ -111,12 +111,13 @@ def _convs(folded: MobileNetV1, size: tuple[int, int]) -> list[_Conv]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Activation ranges: a quantized TF Lite file's own
+# Activation ranges given as uint8 (scale, zero point): Google's files' own, or a QAT run's
 
 
 def google_ranges(uint8_ranges: dict[str, tuple[float, int]]) -> dict[str, tuple[float, int]]:
-    """Google's uint8 (scale, zero point) per activation as int8: the same scale, zero point - 128,
-    with the input's [-1, 1] mapping (1/128, 128) added. Keys as :func:`mobilenet.quantize.calibrate_ranges`.
+    """uint8 (scale, zero point) per activation, in the form Google's files give them, as int8:
+    the same scale, zero point - 128, with the input's [-1, 1] mapping (1/128, 128) added unless
+    the ranges carry their own (a QAT run's do). Keys as :func:`mobilenet.quantize.calibrate_ranges`.
 
     Ranges read from an int8 file (one we wrote, brought back as weights) are int8 already: there
     a ReLU's output has zero point -128, which no uint8 file has, and they are kept as they are."""
@@ -383,9 +384,10 @@ def export_tflite(
     """Writes ``model`` (BN is folded here) as a .tflite file, fp32 or full-integer int8.
 
     int8 takes its activation ranges from ``calibration`` batches (``calibration_method``:
-    ``minmax`` or ``percentile``) or, for Google's quantized weights, ``activation_ranges`` (from
-    :func:`mobilenet.weights.tflite.activation_quantization`: uint8 (scale, zero point) by module
-    path). ``per_channel=False`` gives one weight scale per tensor (worse; for comparison).
+    ``minmax`` or ``percentile``) or from ``activation_ranges``: uint8 (scale, zero point) by
+    module path, those of Google's quantized files or those a ``--qat`` run learned
+    (:func:`mobilenet.export.stored_activation_ranges`). ``per_channel=False`` gives one weight
+    scale per tensor (worse; for comparison).
     """
     require_litert("TF Lite export")
     from .model import fold_batchnorm

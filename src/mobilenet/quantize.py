@@ -74,15 +74,12 @@ def qparams(low: float, high: float) -> tuple[float, int]:
 
 def uint8_qparams(ranges: Mapping[str, tuple[float, float]]) -> dict[str, tuple[float, int]]:
     """(low, high) ranges as uint8 (scale, zero point), the form Google's quantized TF Lite files
-    give (:func:`mobilenet.weights.tflite.activation_quantization`), which every int8 exporter
-    takes as ``activation_ranges``. The pool shares the last conv's range."""
+    give (:func:`mobilenet.weights.tflite.activation_quantization`), which the tflite-int8 and
+    onnx-int8 exporters take as ``activation_ranges``."""
     out = {}
     for key, (low, high) in ranges.items():
         scale, zero = qparams(low, high)
         out[key] = (scale, zero + 128)
-    units = [k for k in ranges if k not in ("input", "classifier")]
-    if units:
-        out["global_pool"] = out[units[-1]]
     return out
 
 
@@ -166,7 +163,10 @@ def _folded(unit: ConvBNAct) -> tuple[Tensor, Tensor]:
     bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=weight.device, dtype=weight.dtype)
     if isinstance(bn, nn.BatchNorm2d):
         if bn.training:
-            raise RuntimeError("quantization-aware training folds BN into the convs, so BN must be frozen (eval mode)")
+            raise RuntimeError(
+                "quantization-aware training folds BN into the convs, so BN must be frozen: put the BN layers in eval "
+                "mode (mobilenet.train.set_train_mode(model, 'frozen'), or model.eval())"
+            )
         gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # type: ignore[operator]
         weight = weight * gain.reshape(-1, 1, 1, 1)
         bias = (bias - bn.running_mean) * gain + bn.bias  # type: ignore[operator]
@@ -205,14 +205,22 @@ class FakeQuantMobileNet(nn.Module):
         self._units = conv_units(model)
 
     def ranges(self) -> dict[str, tuple[float, float]]:
+        """(low, high) per activation, ``global_pool`` included (the last conv's: the pool keeps it)."""
         table = self.range_table.detach().cpu().tolist()
-        return {k: (float(lo), float(hi)) for k, (lo, hi) in zip(self.keys, table)}
+        out = {k: (float(lo), float(hi)) for k, (lo, hi) in zip(self.keys, table)}
+        out["global_pool"] = out[self._units[-1][0]]
+        return out
+
+    def _observe(self, x: Tensor, index: int) -> None:
+        # Under DDP, rank 0's buffers are broadcast before every forward: all ranks round with the
+        # same grids, and rank 0's batches move them.
+        with torch.no_grad():
+            seen = torch.stack([x.detach().min(), x.detach().max()]).float()
+            self.range_table[index].lerp_(seen, self.momentum)
 
     def _quant(self, x: Tensor, index: int, observe: bool = True) -> Tensor:
         if observe and self.training:
-            with torch.no_grad():
-                seen = torch.stack([x.detach().min(), x.detach().max()]).float()
-                self.range_table[index].lerp_(seen, self.momentum)
+            self._observe(x, index)
         low, high = self.range_table[index].clamp(max=0.0)[0], self.range_table[index].clamp(min=0.0)[1]
         scale = torch.where(high > low, (high - low) / 255, torch.ones_like(high))
         zero = torch.clamp(torch.round(-128 - low / scale), QMIN, QMAX).to(torch.int32)
@@ -232,12 +240,19 @@ class FakeQuantMobileNet(nn.Module):
             x = self._quant(unit.act(x), i)
         # TF Lite's int8 average pool rounds onto its input's grid.
         x = self._quant(model.global_pool(x), len(self._units), observe=False)
-        x = model.dropout(torch.flatten(x, 1))
+        pooled = torch.flatten(x, 1)
+        x = model.dropout(pooled)
         if model.config.num_classes == 0:
             return x
         fc: nn.Linear = model.classifier  # type: ignore[assignment]
-        x = F.linear(x, _fake_quant_weight(fc.weight), fc.bias)
-        return self._quant(x, len(self.keys) - 1)
+        weight = _fake_quant_weight(fc.weight)
+        logits = F.linear(x, weight, fc.bias)
+        if self.training and model.dropout.p > 0:
+            # Dropout's 1/(1-p) scaling widens the training logits; the range is of the logits
+            # the exported model will produce, without it.
+            self._observe(F.linear(pooled, weight, fc.bias), len(self.keys) - 1)
+            return self._quant(logits, len(self.keys) - 1, observe=False)
+        return self._quant(logits, len(self.keys) - 1)
 
     def extra_repr(self) -> str:
         return f"int8 simulation: {len(self.keys)} activation ranges, momentum={self.momentum}"

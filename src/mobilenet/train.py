@@ -1,6 +1,6 @@
 """Training, read top to bottom: from scratch (the paper's recipe), fine-tuning and linear probes.
 
-Four recipes, chosen by what the run starts from (:func:`recipe_for`), fill every setting the user
+Five recipes, chosen by what the run starts from (:func:`recipe_for`), fill every setting the user
 left out; :data:`RECIPES` is the one place their defaults are written.
 
 - ``paper``: from scratch on an ImageFolder tree, as TF-slim trained Google's models (PAPER.md §5):
@@ -9,11 +9,15 @@ left out; :data:`RECIPES` is the one place their defaults are written.
   PyTorch's RMSprop adds epsilon outside the square root where TF adds it inside; with epsilon 1.0
   both act as a damped momentum SGD early on, and the difference is small.
 - ``digits``: the built-in digits, a small net and a short cosine schedule.
-- ``finetune``: ``--weights`` given. The weights define the network; the classifier is new. AdamW
+- ``finetune``: ``--weights`` given. The weights define the network; the classifier is new unless
+  the weights were already trained on the data's classes (then it is kept). AdamW
   with a cosine schedule after a short warm-up, the new classifier at a higher rate than the
   backbone, batch norm frozen (see :func:`set_train_mode` for why), light label smoothing.
 - ``linear-probe``: ``--weights`` and ``--freeze-backbone``. Only the classifier trains; without
   augmentation the pooled features are computed once and the classifier trains on them.
+- ``qat``: ``--weights`` and ``--qat``. The fine-tune, through a simulation of the int8 arithmetic
+  of a tflite-int8 export (:mod:`mobilenet.quantize`), at a backbone lr high enough for the weights
+  to move; the weights file then carries the int8 activation ranges the export uses.
 
 ``torchrun --nproc_per_node=N -m mobilenet train ...`` runs DDP: one process per device, the
 learning rate scaled to the global batch (paper recipe), logging and checkpoints on rank 0 only.
@@ -86,8 +90,8 @@ class TrainConfig:
     data: str | None = _opt("ImageFolder tree DIR/train/<class>/*, DIR/val/<class>/* (default: the built-in digits)")
     out: str = _opt("output folder", default="runs/mobilenet")
     weights: str | tuple[str, ...] | None = _opt(
-        "start from these weights with a new classifier (fine-tuning): a file, a registry name, or Google's two "
-        "split 1.0-224 .tflite files",
+        "start from these weights (fine-tuning; a new classifier unless they were trained on the data's classes): "
+        "a file, a registry name, or Google's two split 1.0-224 .tflite files",
         nargs="+",
     )
     freeze_backbone: bool = _opt("train the classifier only (a linear probe); needs --weights", default=False)
@@ -466,7 +470,10 @@ def _check_out_folder(cfg: TrainConfig) -> Path:
 
 def build_model(cfg: TrainConfig, split: DataSplit, pretrained: MobileNetV1 | None = None) -> tuple[MobileNetV1, TrainConfig]:
     """The network to train and the fully resolved config. With weights, the weights define the
-    network and the classifier is replaced for the data's classes."""
+    network and the classifier is replaced for the data's classes, unless the weights were trained
+    on exactly these classes and the backbone trains too (a fine-tune continued, or made
+    quantization-aware); a linear probe always starts from a new classifier, so that it measures
+    the features."""
     classes = tuple(split.classes)
     labels = "digits" if isinstance(split.train, DigitsDataset) else None
     if pretrained is None:
@@ -483,7 +490,7 @@ def build_model(cfg: TrainConfig, split: DataSplit, pretrained: MobileNetV1 | No
         return MobileNetV1(config), cfg
     model = pretrained
     source = model.config
-    keep_classifier = source.class_names == classes and source.num_classes == len(classes)
+    keep_classifier = source.class_names == classes and source.num_classes == len(classes) and not cfg.freeze_backbone
     if keep_classifier and cfg.probe_epochs is None:
         cfg = replace(cfg, probe_epochs=0)  # the classifier already fits these classes
     cfg = resolve(cfg, source)
@@ -1049,7 +1056,11 @@ def _simulate_int8(
     to 256 training images, unaugmented) and follow the batches from there; a resumed run takes
     them from its last checkpoint."""
     if cfg.resume:
-        ranges = ranges_from_metadata(load_weights_file(out / "last.safetensors")[2])
+        last = out / "last.safetensors"
+        try:
+            ranges = ranges_from_metadata(load_weights_file(last)[2])
+        except ValueError as exc:
+            raise ValueError(f"--resume --qat: {last}: {exc}") from None
         if ranges is None:
             raise ValueError(f"--resume --qat: {out / 'last.safetensors'} holds no int8 ranges; it was not a --qat run")
     else:
@@ -1165,6 +1176,10 @@ def sweep(base: TrainConfig, *, widths: list[float] | None = None, resolutions: 
     ``base.out/a<α>_r<size>``. Every point is checked before the first one trains."""
     if base.weights:
         raise ValueError("a sweep trains each α from scratch; --weights fixes one network (use mobilenet train for it)")
+    if base.qat:
+        raise ValueError(
+            "a sweep trains each α from scratch; --qat fine-tunes a trained network (mobilenet train --weights W --qat)"
+        )
     widths = list(widths or [1.0, 0.75, 0.5, 0.25])
     resolutions = list(resolutions or ([32, 48, 64] if base.data is None else [224, 192, 160, 128]))
     for name, values in (("--width-mult", widths), ("--resolution", resolutions)):
