@@ -258,7 +258,7 @@ def test_qat_continues_a_run_keeps_its_classifier_and_resumes_exactly(tmp_path):
     from mobilenet.checkpoint import load_weights_file
     from mobilenet.quantize import ranges_from_metadata
 
-    float_run = train(TrainConfig(out=str(tmp_path / "float"), epochs=3, width_mult=0.25, resolution=32, batch_size=128))
+    float_run = train(TrainConfig(out=str(tmp_path / "float"), epochs=2, width_mult=0.25, resolution=32, batch_size=128))
     common = [*FAST, "--epochs", "2", "--weights", str(tmp_path / "float" / "best.safetensors"), "--qat"]
     straight = cli("train", *common, "--out", str(tmp_path / "a"))
     stdout, stderr = straight.communicate(timeout=600)
