@@ -22,7 +22,15 @@ from torch import nn
 
 from .spec import MobileNetConfig
 
-__all__ = ["WeightsFileError", "atomic_write", "load_state", "load_weights_file", "save_state", "save_weights"]
+__all__ = [
+    "WeightsFileError",
+    "atomic_write",
+    "load_state",
+    "load_weights_file",
+    "save_state",
+    "save_weights",
+    "weights_metadata",
+]
 
 CONFIG_KEY = "mobilenet_config"
 
@@ -86,8 +94,8 @@ def save_weights(path: str | os.PathLike[str], model: nn.Module, config: MobileN
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def load_weights_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], MobileNetConfig | None, dict[str, str]]:
-    """Reads a safetensors weights file: (state_dict, config or None, metadata)."""
+def weights_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A safetensors file's metadata (its header only; no tensor is read)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
@@ -95,7 +103,16 @@ def load_weights_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Ten
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_weights_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], MobileNetConfig | None, dict[str, str]]:
+    """Reads a safetensors weights file: (state_dict, config or None, metadata)."""
+    path = Path(path)
+    meta = weights_metadata(path)
+    try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None

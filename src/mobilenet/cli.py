@@ -251,9 +251,7 @@ def _convert(args: argparse.Namespace) -> None:
     from .export import output_path
     from .weights import load_weights
 
-    out, note = output_path(args.output, (".safetensors",), ".safetensors", "convert")
-    if note:
-        print(f"note: {note}", file=sys.stderr)
+    out = _noted(output_path(args.output, (".safetensors",), ".safetensors", "convert"))
     sources = [args.source, *([args.source2] if args.source2 else [])]
     model = load_weights(_weights_arg(sources))
     out = save_weights(out, model, source=" + ".join(Path(s).name for s in sources))
@@ -311,6 +309,14 @@ def _calibration(args: argparse.Namespace, config: Any, resolution: int) -> list
     )
 
 
+def _noted(checked: tuple[Path, str | None]) -> Path:
+    """The output path from :func:`mobilenet.export.output_path`, its note (a suffix added) on stderr."""
+    path, note = checked
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return path
+
+
 def _stored_ranges(args: argparse.Namespace) -> tuple[dict[str, tuple[float, int]], str] | None:
     """int8 uses the ranges the weights carry (Google's quantized files, a --qat run) unless the
     user asks to calibrate."""
@@ -329,9 +335,7 @@ def _export(args: argparse.Namespace) -> None:
 
     out = None
     if args.output:  # checked before any work: the format decides the file kind, the suffix must agree
-        out, note = export_output_path(args.output, args.format)
-        if note:
-            print(f"note: {note}", file=sys.stderr)
+        out = _noted(export_output_path(args.output, args.format))
     model = _model_for(args, args.width_mult, args.resolution)
     config = model.config
     resolution = args.resolution or config.resolution
@@ -392,9 +396,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.plot:  # checked before the timings, not after them
         from .export import output_path
 
-        args.plot, note = output_path(args.plot, (".png",), ".png", "--plot")
-        if note:
-            print(f"note: {note}", file=sys.stderr)
+        args.plot = _noted(output_path(args.plot, (".png",), ".png", "--plot"))
     cores = os.cpu_count() or 1
     for n in args.threads or []:
         if n > cores:

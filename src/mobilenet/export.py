@@ -385,7 +385,7 @@ def stored_activation_ranges(weights: Iterable[str | os.PathLike[str]]) -> tuple
     Google's quantized TF Lite files hold the ranges they were trained with; a ``--qat`` run's
     safetensors holds the ranges it learned (metadata ``mobilenet_int8_ranges``).
     """
-    from .checkpoint import load_weights_file
+    from .checkpoint import weights_metadata
     from .quantize import ranges_from_metadata, uint8_qparams
 
     paths = [Path(w) for w in weights]
@@ -397,7 +397,7 @@ def stored_activation_ranges(weights: Iterable[str | os.PathLike[str]]) -> tuple
     for p in paths:
         if p.suffix.lower() == ".safetensors" and p.is_file():
             try:
-                ranges = ranges_from_metadata(load_weights_file(p)[2])
+                ranges = ranges_from_metadata(weights_metadata(p))
             except ValueError as exc:
                 raise ValueError(f"{p}: {exc}") from None
             if ranges is not None:

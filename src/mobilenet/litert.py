@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .checkpoint import CONFIG_KEY, atomic_write
 from .model import MobileNetV1, TFSamePad2d
-from .quantize import calibrate_ranges, conv_units, qparams
+from .quantize import calibrate_ranges, conv_units, grid_step, int8_grid, qparams
 from .spec import MobileNetConfig
 
 __all__ = [
@@ -227,7 +227,7 @@ class _Quantizer:
         if not self.per_channel:
             absmax = np.full_like(absmax, absmax.max())
         scale = absmax / 127
-        step = _grid_step(w)
+        step = grid_step(w)
         if step is not None and self.per_channel:
             # Weights of a quantized model (Google's uint8 files) lie on a grid already. A channel
             # whose values fit in ±127 steps keeps that grid exactly, so no rounding is added.
@@ -237,7 +237,7 @@ class _Quantizer:
         elif step is None and self.per_channel:
             # An int8 file's weights (ours, brought back as weights) lie on a grid per channel.
             for c in range(w.shape[axis]):
-                own = _int8_grid(np.take(w, c, axis=axis).ravel())
+                own = int8_grid(np.take(w, c, axis=axis).ravel())
                 if own is not None:
                     scale[c] = own
         # A scale must be positive, and the bias must fit in int32 at in_scale · scale.
@@ -248,38 +248,6 @@ class _Quantizer:
         q = np.clip(np.round(w / scale.reshape(view)), -128, 127).astype(np.int8)
         qbias = np.round(bias / (in_scale * scale)).astype(np.int32)
         return q, scale.astype(np.float32), qbias
-
-
-def _int8_grid(w: np.ndarray) -> float | None:
-    """The scale of an int8 grid through 0 holding every value of one channel (an int8 file's
-    dequantized weights: ``q · scale``, |q| <= 127, the largest |q| = k), or None. The finest such
-    grid, so the bias keeps its precision too."""
-    top = float(np.abs(w).max())
-    if top == 0:
-        return None
-    k = np.arange(127, 0, -1, dtype=np.float64)
-    probe = w[:16].astype(np.float64)[None, :] * k[:, None] / top  # a cheap first cut on a few values
-    for kk in k[np.abs(probe - np.round(probe)).max(axis=1) < 1e-3]:
-        units = w.astype(np.float64) * kk / top
-        if np.abs(units - np.round(units)).max() < 1e-3:
-            return top / kk
-    return None
-
-
-def _grid_step(w: np.ndarray) -> float | None:
-    """The step of a uniform grid through 0 that every weight lies on (a quantized model's
-    dequantized weights: ``(q - zero) · scale``), or None for float-trained weights."""
-    values = np.unique(np.abs(w.astype(np.float64)))
-    gaps = np.diff(values)
-    if gaps.size == 0 or gaps.max() <= 0:
-        return None
-    rough = float(gaps[gaps > values[-1] * 1e-6].min())
-    units = np.round(values / rough)
-    # Least squares over every value: float32 storage blurs the single smallest gap.
-    step = float((values * units).sum() / (units * units).sum())
-    if units[-1] > 255 or np.abs(values / step - units).max() > 1e-3:
-        return None
-    return step
 
 
 def _build(

@@ -85,11 +85,11 @@ def _annotate_conv_clamp(gm: torch.fx.GraphModule, config: Any) -> None:
 def _grid_observer() -> Any:
     """torchao's per-channel min/max weight observer, except that weights already lying on a
     quantized model's grid (Google's uint8 files) keep that grid where a channel fits in int8,
-    as :mod:`mobilenet.litert` does: re-rounding them onto a new grid costs 0.25-128 about 10
+    as the TF Lite writer does: re-rounding them onto a new grid costs 0.25-128 about 10
     points of top-1 agreement."""
     from torchao.quantization.pt2e import PerChannelMinMaxObserver
 
-    from .litert import _grid_step
+    from .quantize import grid_step
 
     class GridObserver(PerChannelMinMaxObserver):  # type: ignore[misc]
         def forward(self, x: Tensor) -> Tensor:
@@ -99,7 +99,7 @@ def _grid_observer() -> Any:
         def calculate_qparams(self) -> tuple[Tensor, Tensor]:
             scale, zero = super().calculate_qparams()
             w = getattr(self, "last", None)
-            step = None if w is None else _grid_step(w.float().numpy())
+            step = None if w is None else grid_step(w.float().numpy())
             if step is not None:
                 units = w.transpose(0, self.ch_axis).flatten(1) / step
                 fits = (units.amax(1) <= self.quant_max + 0.01) & (units.amin(1) >= self.quant_min - 0.01)

@@ -35,6 +35,8 @@ __all__ = [
     "activation_keys",
     "calibrate_ranges",
     "conv_units",
+    "grid_step",
+    "int8_grid",
     "qparams",
     "ranges_from_metadata",
     "ranges_to_metadata",
@@ -104,6 +106,38 @@ def ranges_from_metadata(metadata: Mapping[str, str]) -> dict[str, tuple[float, 
         raise ValueError(f"the weights' {RANGES_KEY} metadata is unreadable ({exc})") from None
     _check_ranges(ranges)
     return ranges
+
+
+def int8_grid(w: np.ndarray) -> float | None:
+    """The scale of an int8 grid through 0 holding every value of one channel (an int8 file's
+    dequantized weights: ``q · scale``, |q| <= 127, the largest |q| = k), or None. The finest such
+    grid, so the bias keeps its precision too."""
+    top = float(np.abs(w).max())
+    if top == 0:
+        return None
+    k = np.arange(127, 0, -1, dtype=np.float64)
+    probe = w[:16].astype(np.float64)[None, :] * k[:, None] / top  # a cheap first cut on a few values
+    for kk in k[np.abs(probe - np.round(probe)).max(axis=1) < 1e-3]:
+        units = w.astype(np.float64) * kk / top
+        if np.abs(units - np.round(units)).max() < 1e-3:
+            return top / kk
+    return None
+
+
+def grid_step(w: np.ndarray) -> float | None:
+    """The step of a uniform grid through 0 that every weight lies on (a quantized model's
+    dequantized weights: ``(q - zero) · scale``), or None for float-trained weights."""
+    values = np.unique(np.abs(w.astype(np.float64)))
+    gaps = np.diff(values)
+    if gaps.size == 0 or gaps.max() <= 0:
+        return None
+    rough = float(gaps[gaps > values[-1] * 1e-6].min())
+    units = np.round(values / rough)
+    # Least squares over every value: float32 storage blurs the single smallest gap.
+    step = float((values * units).sum() / (units * units).sum())
+    if units[-1] > 255 or np.abs(values / step - units).max() > 1e-3:
+        return None
+    return step
 
 
 def calibrate_ranges(

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
-from .checkpoint import load_state, load_weights_file, save_state, save_weights
+from .checkpoint import load_state, load_weights_file, save_state, save_weights, weights_metadata
 from .cost import model_cost
 from .data import DataSplit, DigitsDataset, load_data, skip_bad_collate, train_transform, transforms_for
 from .evaluate import evaluate
@@ -1058,7 +1058,7 @@ def _simulate_int8(
     if cfg.resume:
         last = out / "last.safetensors"
         try:
-            ranges = ranges_from_metadata(load_weights_file(last)[2])
+            ranges = ranges_from_metadata(weights_metadata(last))
         except ValueError as exc:
             raise ValueError(f"--resume --qat: {last}: {exc}") from None
         if ranges is None:
