@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from tests.reference import IMAGES, MODELS, REFERENCE  # noqa: E402
 
 from mobilenet import mobilenet_v1  # noqa: E402
-from mobilenet.data import image_batches, transforms_for  # noqa: E402
+from mobilenet.data import image_batches  # noqa: E402
 from mobilenet.deploy import optimize  # noqa: E402
 from mobilenet.model import fold_batchnorm  # noqa: E402
 from mobilenet.quantize import conv_units  # noqa: E402
@@ -95,9 +95,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, files in studies.items():
         model = mobilenet_v1(weights=[str(f) for f in files] if len(files) > 1 else str(files[0])).eval()
-        transform = transforms_for(model.config)
-        photos = image_batches(REFERENCE.parent / "data" / "flowers", 0, limit=args.limit, transform=transform)
-        photos += image_batches(IMAGES, 0, limit=args.limit, transform=transform)
+        photos = image_batches(REFERENCE.parent / "data" / "flowers", model.config, limit=args.limit)
+        photos += image_batches(IMAGES, model.config, limit=args.limit)
         x = torch.cat(photos)
         folded = fold_batchnorm(model)
         with torch.inference_mode():

@@ -291,7 +291,7 @@ def test_int8_simulation_is_what_litert_computes(finetuned, tmp_path):
     transform = transforms_for(model.config)
     val = load_data(str(FLOWERS), model.config.resolution, eval_tf=transform, train_tf=transform).val
     x = torch.stack([image for image, _ in val])
-    calibration = image_batches(FLOWERS / "train", 0, limit=128, transform=transform, seed=1)
+    calibration = image_batches(FLOWERS / "train", model.config, limit=128, seed=1)
     ranges = calibrate_ranges(fold_batchnorm(model), calibration)
     litert = LiteRTModel(export_tflite(model, tmp_path / "q.tflite", int8=True, calibration=calibration))(x)
     with torch.no_grad():

@@ -298,7 +298,7 @@ def _calibration(args: argparse.Namespace, config: Any, resolution: int) -> list
     from .data import DigitsDataset, image_batches
 
     if args.calibration:
-        return image_batches(args.calibration, resolution, limit=args.calibration_images)
+        return image_batches(args.calibration, config, resolution=resolution, limit=args.calibration_images)
     if config is not None and config.labels == "digits" and config.num_classes == 10:
         digits = DigitsDataset("train", resolution, augment=False)
         images = torch.stack([digits[i][0] for i in range(min(args.calibration_images, len(digits)))])
@@ -426,13 +426,16 @@ def _bench(args: argparse.Namespace) -> int:
 
     def calibration(res: int) -> list[Any]:
         if args.calibration:
-            return _calibration(args, None, res)
+            return _calibration(args, first.config, res)
         print("note: int8 calibrated on random inputs (speed only); pass --calibration DIR for a usable model", file=sys.stderr)
         return [torch.rand(8, first.config.in_chans, res, res) * 2 - 1 for _ in range(4)]
 
     stored = _stored_ranges(args) if any("int8" in b for b in args.backend) else None
     ranges = stored[0] if stored else None
     if not args.json:
+        from .bench import cpu_description
+
+        print(f"cpu: {cpu_description()}")
         print(format_timings([]))
     results = run_grid(
         build,

@@ -319,16 +319,19 @@ def load_data(
 
 def image_batches(
     folder: str | os.PathLike[str],
-    resolution: int,
+    config: Any,
     *,
+    resolution: int | None = None,
     limit: int = 256,
     batch_size: int = 32,
     seed: int = 0,
-    transform: Any = None,
 ) -> list[Tensor]:
-    """Up to ``limit`` images from anywhere under ``folder`` (a seeded sample), preprocessed for
-    evaluation (``transform``, default :func:`eval_transform`) and batched: calibration data for
-    int8. Unreadable files are skipped."""
+    """Up to ``limit`` images from anywhere under ``folder`` (a seeded sample), preprocessed as the
+    model whose ``config`` is given expects them (:func:`transforms_for`: its resize, crop, mean
+    and std; ``resolution`` overrides its input size) and batched: calibration data for int8, or
+    photos to compare two forms of one model on. The config is required so that int8 ranges are
+    never calibrated on inputs scaled differently from what the model will see. Unreadable files
+    are skipped."""
     import random
 
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -339,7 +342,7 @@ def image_batches(
         raise FileNotFoundError(f"calibration folder {str(root)!r} {what}; pass a folder of sample images")
     files = sorted(p for p in root.rglob("*") if _is_image(p.name) and p.is_file())
     random.Random(seed).shuffle(files)
-    transform = transform or eval_transform(resolution)
+    transform = transforms_for(config, resolution=resolution)
     images: list[Tensor] = []
     for path in files:
         if len(images) >= limit:
