@@ -4,9 +4,11 @@ A task above the classifier: the backbone is :class:`mobilenet.model.MobileNetV1
 below this package knows about boxes. Modules, bottom-up: ``spec`` (layout, anchors and
 post-processing as data, and the cost model), ``anchors`` (TF's multiple-grid generator),
 ``boxes`` (box code and NMS on torchvision.ops), ``model`` (the network), ``tflite_import``
-(Google's TF Lite detectors).
+(Google's TF Lite detectors), ``weights`` (our safetensors), ``data`` (COCO JSON, Pascal VOC),
+``runtime`` (PyTorch or LiteRT), ``evaluate`` (COCO AP with pycocotools) and ``api`` (the journeys).
 """
 
+from .api import convert_detector, detect, detect_files, evaluate_detector, is_detection_task, ssd_mobilenet_v1
 from .model import SSDMobileNetV1
 from .spec import COCO_NAMES, POSTPROCESSES, AnchorConfig, DetectorConfig, PostProcessConfig, detector_cost
 
@@ -17,5 +19,11 @@ __all__ = [
     "DetectorConfig",
     "PostProcessConfig",
     "SSDMobileNetV1",
+    "convert_detector",
+    "detect",
+    "detect_files",
     "detector_cost",
+    "evaluate_detector",
+    "is_detection_task",
+    "ssd_mobilenet_v1",
 ]

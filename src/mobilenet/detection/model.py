@@ -58,7 +58,9 @@ class SSDMobileNetV1(nn.Module):
         k = config.head_kernel
         anchors = config.anchors.anchors_per_location()
         self.box_heads = nn.ModuleList(nn.Conv2d(c, a * 4, k, padding=k // 2) for c, a in zip(channels, anchors))
-        self.class_heads = nn.ModuleList(nn.Conv2d(c, a * config.num_classes, k, padding=k // 2) for c, a in zip(channels, anchors))
+        self.class_heads = nn.ModuleList(
+            nn.Conv2d(c, a * config.num_classes, k, padding=k // 2) for c, a in zip(channels, anchors)
+        )
         self.feature_channels = channels
         self._anchor_cache: dict[tuple[tuple[int, int], ...], Tensor] = {}
         for head in [*self.box_heads, *self.class_heads]:
@@ -83,7 +85,9 @@ class SSDMobileNetV1(nn.Module):
                 continue
             have = getattr(config, key, None)
             if value != have:
-                raise ValueError(f"{source} holds a detector with {key}={have!r}, but {key}={value!r} was asked for; drop the argument")
+                raise ValueError(
+                    f"{source} holds a detector with {key}={have!r}, but {key}={value!r} was asked for; drop the argument"
+                )
         free = {k: v for k, v in overrides.items() if k in _FREE_OVERRIDES}
         if isinstance(free.get("postprocess"), str):
             free["postprocess"] = postprocess_config(free["postprocess"])

@@ -296,7 +296,9 @@ class DetectorCostReport:
             "width_mult": self.config.width_mult,
             "resolution": [self.resolution, self.resolution],
             "num_classes": self.config.num_classes,
-            "anchors": sum(s * s * a for s, a in zip(self.config.feature_sizes(self.resolution), self.config.anchors.anchors_per_location())),
+            "anchors": sum(
+                s * s * a for s, a in zip(self.config.feature_sizes(self.resolution), self.config.anchors.anchors_per_location())
+            ),
             "mult_adds": self.mult_adds,
             "params": self.params,
             "parts": {k: {"mult_adds": m, "params": p} for k, (m, p) in self.by_part().items()},
@@ -345,10 +347,21 @@ def detector_cost(config: DetectorConfig | None = None, resolution: int | None =
     sources = [by_name["pw12"].output_shape, by_name["pw14"].output_shape]  # conv11, conv13 in TF's 0-based names
     h, w, ch = sources[-1]
     for i, (mid, out) in enumerate(extra_depths(config.width_mult)):
-        rows.append(LayerCost(f"extra{i + 1}_1x1", "conv", 1, (1, 1, ch, mid), (h, w, ch), (h, w, mid), ch * mid * h * w, ch * mid))
+        rows.append(
+            LayerCost(f"extra{i + 1}_1x1", "conv", 1, (1, 1, ch, mid), (h, w, ch), (h, w, mid), ch * mid * h * w, ch * mid)
+        )
         oh, ow = output_size(h, 2), output_size(w, 2)
         rows.append(
-            LayerCost(f"extra{i + 1}_3x3", "conv", 2, (3, 3, mid, out), (h, w, mid), (oh, ow, out), 9 * mid * out * oh * ow, 9 * mid * out)
+            LayerCost(
+                f"extra{i + 1}_3x3",
+                "conv",
+                2,
+                (3, 3, mid, out),
+                (h, w, mid),
+                (oh, ow, out),
+                9 * mid * out * oh * ow,
+                9 * mid * out,
+            )
         )
         h, w, ch = oh, ow, out
         sources.append((h, w, ch))
@@ -357,6 +370,8 @@ def detector_cost(config: DetectorConfig | None = None, resolution: int | None =
         for head, per_anchor in (("box", 4), ("class", config.num_classes)):
             out = anchors * per_anchor
             rows.append(
-                LayerCost(f"{head}{i}", "conv", 1, (k, k, ch, out), (h, w, ch), (h, w, out), k * k * ch * out * h * w, k * k * ch * out)
+                LayerCost(
+                    f"{head}{i}", "conv", 1, (k, k, ch, out), (h, w, ch), (h, w, out), k * k * ch * out * h * w, k * k * ch * out
+                )
             )
     return DetectorCostReport(config, size, tuple(rows))

@@ -28,7 +28,7 @@ from ..weights.tflite import DETECTION_POSTPROCESS, read_tflite
 from .anchors import ssd_anchors
 from .spec import COCO_NAMES, AnchorConfig, DetectorConfig, PostProcessConfig, extra_depths
 
-__all__ = ["is_tflite_detector", "load_detector_tflite", "postprocess_options"]
+__all__ = ["is_tflite_detector", "load_detector_tflite", "postprocess_options", "sigmoid_input"]
 
 #: Backbone convs: stem + 13 dw/pw pairs. conv11's and conv13's pointwise outputs feed the heads.
 _BACKBONE_CONVS = 27
@@ -51,6 +51,23 @@ def postprocess_options(options: bytes) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"{DETECTION_POSTPROCESS} options are not a map")
     return values
+
+
+def sigmoid_input(path: str | os.PathLike[str], scores: int) -> int | None:
+    """The input tensor of the LOGISTIC op that writes tensor ``scores`` (the class logits), if any."""
+    import tflite
+
+    model = tflite.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if (
+            max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == tflite.BuiltinOperator.LOGISTIC
+            and int(op.OutputsAsNumpy()[0]) == scores
+        ):
+            return int(op.InputsAsNumpy()[0])
+    return None
 
 
 def _activation(conv: Any, where: str) -> str:
@@ -129,7 +146,9 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
     else:  # float files take (x - 127.5) / 127.5, TF OD API's resizer + [-1, 1] scaling
         mean, std = 127.5, 127.5
     num_classes = int(options.get("num_classes", 90)) + 1  # the op's count leaves out background
-    scales = tuple(float(options.get(k, d)) for k, d in (("y_scale", 10.0), ("x_scale", 10.0), ("h_scale", 5.0), ("w_scale", 5.0)))
+    scales = tuple(
+        float(options.get(k, d)) for k, d in (("y_scale", 10.0), ("x_scale", 10.0), ("h_scale", 5.0), ("w_scale", 5.0))
+    )
     regular = bool(options.get("use_regular_nms", False))
     max_det = int(options.get("max_detections", 10))
     own_pp = PostProcessConfig(
@@ -166,7 +185,11 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
     for layer, conv in zip(layers, convs[:_BACKBONE_CONVS]):
         want_kind = "dw" if layer.kind == "dw" else "conv"
         shape = tuple(conv.weight.shape)
-        want = (1, 3, 3, layer.in_channels) if layer.kind == "dw" else (layer.out_channels, layer.kernel, layer.kernel, layer.in_channels)
+        want = (
+            (1, 3, 3, layer.in_channels)
+            if layer.kind == "dw"
+            else (layer.out_channels, layer.kernel, layer.kernel, layer.in_channels)
+        )
         if conv.kind != want_kind or shape != want or conv.stride != layer.stride:
             raise WeightsFileError(
                 f"{path}: backbone layer {layer.name} has weight {shape} stride {conv.stride}; "
@@ -191,7 +214,9 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
     for j, (tensor, anchors) in enumerate(zip(sources, anchors_per)):
         pair = [c for c in head_convs if c.input_index == tensor]
         if len(pair) != 2:
-            raise WeightsFileError(f"{path}: feature map {j} feeds {len(pair)} head convs; SSD has a box and a class head on each")
+            raise WeightsFileError(
+                f"{path}: feature map {j} feeds {len(pair)} head convs; SSD has a box and a class head on each"
+            )
         box = next((c for c in pair if c.weight.shape[0] == anchors * 4 and "Class" not in c.output_name), None)
         cls = next((c for c in pair if c is not box), None)
         if box is None or cls is None or cls.weight.shape[0] != anchors * num_classes:
