@@ -237,14 +237,14 @@ def test_converted_file_carries_its_config(imported, tmp_path):
 @needs_coco
 @pytest.mark.slow
 def test_coco128_ap_matches_litert(imported):
+    """Ours under `coco` post-processing against LiteRT's raw outputs under the same (the reference
+    README's 0.2336; benchmarks/detection.py runs LiteRT live: 0.2347 vs ours 0.2350)."""
     from mobilenet.detection import evaluate_detector
 
     ours = evaluate_detector(imported[0], COCO_JSON, postprocess="coco")
-    google = evaluate_detector(imported[1], COCO_JSON, postprocess="coco")
-    assert ours["images"] == 128 and ours["objects"] == 939
-    assert abs(ours["map"] - google["map"]) <= 0.005, (ours["map"], google["map"])
-    assert abs(google["map"] - README_LITERT_AP) <= 0.005
-    assert ours["seconds"] < 60
+    assert ours["images"] == 128 and ours["objects"] == 939 and ours["categories"] == 80
+    assert abs(ours["map"] - README_LITERT_AP) <= 0.005, ours["map"]
+    assert ours["seconds"] < 60  # the issue: 128 photos in under a minute on 2 cores
 
 
 # ---------------------------------------------------------------------------------------------
