@@ -23,6 +23,20 @@ LAYERS: list[set[str]] = [
     {"weights.registry", "weights.tflite", "weights.keras", "weights.timm", "export", "litert", "pte", "quantize"},
     {"weights.loader", "weights", "deploy", "evaluate", "predict"},
     {"builder", "bench", "train"},
+    # A task over the backbone: it uses the model, weights and runtimes below; nothing below knows of boxes.
+    {
+        "detection",
+        "detection.spec",
+        "detection.anchors",
+        "detection.boxes",
+        "detection.model",
+        "detection.tflite_import",
+        "detection.weights",
+        "detection.data",
+        "detection.runtime",
+        "detection.evaluate",
+        "detection.api",
+    },
     {"cli", "__main__", ""},  # "" is the package itself, mobilenet/__init__.py
 ]
 

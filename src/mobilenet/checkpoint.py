@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 CONFIG_KEY = "mobilenet_config"
+#: An object detector's config (mobilenet.detection) is stored under its own key, so that a
+#: classifier loader can say "this is a detector" instead of failing on its tensors.
+DETECTOR_CONFIG_KEY = "mobilenet_detector_config"
 
 
 class WeightsFileError(ValueError):

@@ -109,9 +109,11 @@ def _add_arch_args(p: argparse.ArgumentParser, *, defaults: bool = True) -> None
 def _cost(args: argparse.Namespace) -> None:
     from .cost import model_cost
 
-    report = model_cost(
-        width_mult=args.width_mult, resolution=args.resolution, num_classes=args.num_classes, variant=args.variant
-    )
+    given = {k: getattr(args, k) for k in ("width_mult", "resolution", "num_classes", "variant") if getattr(args, k) is not None}
+    if args.detector:
+        report = _detector_cost(args, given)
+    else:
+        report = model_cost(**given)
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -159,6 +161,10 @@ def _sweep(args: argparse.Namespace) -> None:
 
 @_command("eval")
 def _eval(args: argparse.Namespace) -> None:
+    from .detection import is_detection_task
+
+    if is_detection_task(args.weights, args.data):
+        return _eval_detection(args)
     from .evaluate import evaluate, evaluation_data
 
     model = _inference_model(args.weights, args.runtime)
@@ -253,6 +259,11 @@ def _convert(args: argparse.Namespace) -> None:
 
     out = _noted(output_path(args.output, (".safetensors",), ".safetensors", "convert"))
     sources = [args.source, *([args.source2] if args.source2 else [])]
+    from .detection import convert_detector, is_detection_task
+
+    if len(sources) == 1 and is_detection_task(sources):
+        print(convert_detector(sources[0], out)[1])
+        return
     model = load_weights(_weights_arg(sources))
     out = save_weights(out, model, source=" + ".join(Path(s).name for s in sources))
     c = model.config
@@ -510,6 +521,110 @@ def _add_preprocess_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Detection (mobilenet.detection): `detect`, and what `cost`, `eval` and `convert` need for detectors.
+# Each command calls one library function; the library decides what the weights and data are.
+
+
+def _detector_cost(args: argparse.Namespace, given: dict[str, Any]) -> Any:
+    from .detection import detector_cost
+
+    if "variant" in given:
+        raise ValueError("--variant is for the classifier; SSD MobileNet v1 uses the paper's separable net")
+    return detector_cost(**given)
+
+
+def _add_detector_cost_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detector",
+        choices=["ssd"],
+        help="ssd: SSD MobileNet v1 as TF OD API builds it (Table 13; default 300 px, 91 classes with background)",
+    )
+
+
+def _folder_or_json(text: str) -> str:
+    """An argparse type: an existing folder, or an annotation .json file (box data for detectors)."""
+    if Path(text).suffix.lower() == ".json":
+        if not Path(text).exists():
+            raise argparse.ArgumentTypeError(f"annotation file {text!r} does not exist")
+        return text
+    return _folder(text)
+
+
+def _add_detection_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", type=_folder, help="detectors: the image folder of a COCO JSON (default: COCO's layout)")
+    p.add_argument(
+        "--postprocess",
+        choices=["coco", "tflite"],
+        help="detectors: coco = TF OD API's per-class NMS, 100 detections (default for eval); "
+        "tflite = the phone file's fast NMS, 10 detections (default for detect: the weights' own)",
+    )
+    p.add_argument("--class-agnostic", action="store_true", help="detectors: every detection counts as the data's one category")
+
+
+def _eval_detection(args: argparse.Namespace) -> None:
+    from .detection import evaluate_detector
+
+    if len(args.weights) != 1:
+        raise ValueError(f"a detector is one weights file; got {len(args.weights)}")
+    result = evaluate_detector(
+        args.weights[0],
+        args.data,
+        images=args.images,
+        runtime=args.runtime,
+        postprocess=args.postprocess or "coco",
+        class_agnostic=args.class_agnostic,
+        batch_size=min(args.batch_size, 16),
+    )
+    if args.json:
+        _print_json(result)
+        return
+    print(
+        f"{args.weights[0]}: COCO AP {result['map']:.4f}  AP50 {result['map_50']:.4f}  AP75 {result['map_75']:.4f}  on "
+        f"{result['images']} images, {result['objects']} objects ({result['postprocess']} post-processing, "
+        f"{result['runtime']}, {result['seconds']:.1f} s)"
+    )
+
+
+@_command("detect")
+def _detect(args: argparse.Namespace) -> None:
+    from .detection import detect_files
+
+    results = detect_files(
+        args.weights, args.images, runtime=args.runtime, postprocess=args.postprocess, score_threshold=args.score, draw=args.draw
+    )
+    if args.json:
+        _print_json(results)
+        return
+    for r in results:
+        print(f"{r['image']} ({r['width']}x{r['height']}): {len(r['detections'])} detection(s)")
+        for d in r["detections"]:
+            print(f"  {d['score']:6.3f}  {d['label']:<16} [{', '.join(f'{v:.0f}' for v in d['box'])}]")
+        if "drawing" in r:
+            print(f"  drew {r['drawing']}")
+
+
+def _add_detect_parser(sub: Any) -> None:
+    p = sub.add_parser("detect", help="objects in photos: label, score and pixel box [x0, y0, x1, y1] (SSD detectors)")
+    p.add_argument("images", nargs="+")
+    p.add_argument(
+        "--weights", required=True, help="a detector: Google's detect.tflite, or our .safetensors from mobilenet convert"
+    )
+    p.add_argument(
+        "--runtime", choices=["torch", "litert"], default="torch", help="litert: run the .tflite itself in LiteRT (default: ours)"
+    )
+    p.add_argument(
+        "--postprocess",
+        choices=["coco", "tflite"],
+        help="tflite: fast NMS, 10 detections; coco: per-class NMS (default: the weights' own)",
+    )
+    p.add_argument(
+        "--score", type=_finite_float(0.0, "a score in [0, 1]"), help="show detections scoring at least this (default 0.5)"
+    )
+    p.add_argument("--draw", help="folder to write each photo to, with its boxes and labels drawn (PNG)")
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -521,8 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("cost", help="Mult-Adds and params for any α, resolution, class count and variant")
-    _add_arch_args(p)
-    p.add_argument("--num-classes", type=_int_at_least(0, "0 = no classifier, the features only"), default=1000)
+    _add_arch_args(p, defaults=False)  # the library states the defaults (224 px, 1000 classes; a detector's own)
+    p.add_argument("--num-classes", type=_int_at_least(0, "0 = no classifier, the features only"), help="default 1000")
+    _add_detector_cost_arg(p)
     p.add_argument("--per-layer", action="store_true", help="print one row per layer, as Table 1")
     p.add_argument("--json", action="store_true", help="machine-readable output (always includes the per-layer rows)")
 
@@ -537,7 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="top-1/top-5 of saved weights on an ImageFolder tree or the built-in set")
     p.add_argument("--weights", required=True, nargs="+", help="weights file(s) or a registry name")
     p.add_argument(
-        "--data", type=_folder, help="ImageFolder tree (class folders, or DIR/val/<class>); default: built-in digits val split"
+        "--data",
+        type=_folder_or_json,
+        help="ImageFolder tree (class folders, or DIR/val/<class>); default: built-in digits val split. "
+        "Detectors: a COCO instances JSON or a Pascal VOC root",
     )
     p.add_argument("--batch-size", type=_BATCH, default=64)
     p.add_argument("--workers", type=_int_at_least(0, "data-loading processes; 0 = in this process"), default=0)
@@ -549,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="litert: run .tflite file(s) in LiteRT, Google's too (default: ours run in LiteRT, others load as weights)",
     )
     _add_preprocess_arg(p)
+    _add_detection_eval_args(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("predict", help="top-k labels for images")
@@ -610,6 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.add_argument("source2", nargs="?", help="second file (the head of Google's split 1.0-224 TF Lite model)")
     p.add_argument("-o", "--output", required=True)
+
+    _add_detect_parser(sub)
     return parser
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import WeightsFileError, load_weights_file, save_weights
+from ..checkpoint import DETECTOR_CONFIG_KEY, WeightsFileError, load_weights_file, save_weights
 from ..model import MobileNetV1
 from ..spec import MobileNetConfig
 from .keras import load_keras_h5
@@ -170,7 +170,12 @@ def read_weights(paths: Sequence[PathLike]) -> tuple[dict[str, Any], MobileNetCo
     first = Path(paths[0])
     suffix = first.suffix.lower()
     if suffix == ".safetensors":
-        state, config, _ = load_weights_file(first)
+        state, config, meta = load_weights_file(first)
+        if DETECTOR_CONFIG_KEY in meta:
+            raise WeightsFileError(
+                f"{first} is an object detector (SSD), not a classifier; use `mobilenet detect` / "
+                "`mobilenet eval --data ANNOTATIONS.json`, or mobilenet.ssd_mobilenet_v1(weights=...)"
+            )
         if config is not None:
             return state, config
         if is_timm_state_dict(state):  # e.g. timm's model.safetensors from the Hugging Face hub
