@@ -56,7 +56,68 @@ def tree(tmp_path_factory) -> Path:
     torch.save({"conv_stem.weight": torch.zeros(1)}, root / "odd.pt")
     small = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10).eval()
     torch.jit.save(torch.jit.trace(small, torch.zeros(1, 3, 32, 32)), root / "m.torchscript.pt")
+    _round_three_files(root)
     return root
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes that declares ``width`` x ``height`` pixels: a decompression bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def _round_three_files(root: Path) -> None:
+    """Issue 20's inputs: absurd images, odd layouts, links, weights that load wrongly."""
+    import argparse
+    import json
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from mobilenet import mobilenet_v1
+    from mobilenet.checkpoint import save_weights, weights_metadata
+
+    Image.new("RGB", (1, 200000)).save(root / "tall.png")  # 863 bytes; resized, 7.4 M pixels long
+    (root / "huge.png").write_bytes(_png_header(10000, 10000))  # 1x to 2x PIL's limit: PIL only warns
+    (root / "bomb.png").write_bytes(_png_header(30000, 30000))  # beyond 2x: PIL refuses with its own error
+    os.mkfifo(root / "fifo.jpg")  # opening it would block forever
+    two = root / "two"
+
+    def tree_of(name: str, splits: tuple[str, ...] = ("train", "val")) -> Path:
+        for split in splits:
+            for c in ("a", "b"):
+                (root / name / split / c).mkdir(parents=True)
+                for i in range(4):
+                    (root / name / split / c / f"{i}.png").write_bytes((two / "train" / c / f"{i}.png").read_bytes())
+        return root / name
+
+    tree_of("valonly", ("val",))
+    tree_of("trainonly", ("train",))
+    (tree_of("valfile", ("train",)) / "val").write_text("not a folder")
+    os.symlink("..", tree_of("loopclass") / "train" / "c")  # a class folder that is the data folder's parent
+    os.symlink("../../train/a/0.png", tree_of("leak") / "val" / "a" / "x.png")  # a training photo in val
+    os.symlink("../b/0.png", tree_of("relabel") / "train" / "a" / "x.png")  # b's photo filed under a
+
+    good = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    nan = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    with torch.no_grad():
+        nan.blocks[3].pw.bn.running_var[0] = float("nan")
+    save_weights(root / "nan.safetensors", nan)
+    meta = weights_metadata(root / "w25.safetensors")
+    ints = {k: v.round().long() if v.is_floating_point() else v for k, v in good.state_dict().items()}
+    save_file(ints, str(root / "int.safetensors"), metadata=meta)
+    floats = {k: v.contiguous() for k, v in good.state_dict().items()}
+    for name, config in (("listconfig", [0.25, 32]), ("nullconfig", None)):
+        save_file(floats, str(root / f"{name}.safetensors"), metadata={**meta, "mobilenet_config": json.dumps(config)})
+
+    # Any object beyond tensors makes torch.save write a pickle that names code to run on loading.
+    torch.save({"model": argparse.Namespace(lr=0.1)}, root / "pickle.pth")
 
 
 CASES = [
@@ -126,6 +187,36 @@ CASES = [
     (["export", "--weights", W, "--format", "pt2", "-o", "{root}/run"], "is a folder"),
     (["convert", str(SMALL), "-o", "{root}/fresh/c.txt"], "ends in '.txt'"),
     (["bench", "-a", "0.25", "-r", "32", "--plot", "{root}/fresh/p.txt"], "ends in '.txt'"),
+    # Round three (issue 20). 1. Images: one reading policy, refused before anything is decoded.
+    (["predict", "{root}/tall.png", "--weights", W], "1x200000 pixels has a side ratio beyond 100:1"),
+    (["predict", "{root}/huge.png", "--weights", W], "decompression-bomb limit"),
+    (["predict", "{root}/bomb.png", "--weights", W], "decompression-bomb limit"),
+    (["predict", "{root}/fifo.jpg", "--weights", W], "not a regular file"),
+    (
+        ["predict", IMG, "--weights", W, "--crop", "1e-6", "--preprocess", "torchvision"],
+        "crop=1e-06 must be a fraction in [0.05, 1]",
+    ),
+    (["train", "--data", "{root}/loopclass", *FAST, "--out", "{root}/o9"], "holds the data folder itself"),
+    (["train", "--data", "{root}/leak", *FAST, "--out", "{root}/o10"], "validation must be held out"),
+    (["train", "--data", "{root}/relabel", *FAST, "--out", "{root}/o11"], "a photo must have one label"),
+    # 2. Layouts that are not what they seem.
+    (["train", "--data", "{root}/valonly", *FAST, "--out", "{root}/o12"], "has val/ but no train/"),
+    (["train", "--data", "{root}/valfile", *FAST, "--out", "{root}/o13"], "val is a file, not a folder"),
+    (["eval", "--weights", W, "--data", "{root}/valfile"], "val is a file, not a folder"),
+    (["eval", "--weights", W, "--data", "{root}/trainonly"], "has train/ but no val/"),
+    # 3. Weights that would load and answer wrongly.
+    (["predict", IMG, "--weights", "{root}/nan.safetensors"], "blocks.3.pw.bn.running_var holds 1 NaN or infinite value"),
+    (["predict", IMG, "--weights", "{root}/int.safetensors"], "stem.conv.weight holds int64 values where the model has float32"),
+    # 4. Tracebacks that became sentences.
+    (["predict", IMG, "--weights", "{root}/listconfig.safetensors"], "must be a dict of fields (a JSON object), not list"),
+    (["predict", IMG, "--weights", "{root}/nullconfig.safetensors"], "must be a dict of fields (a JSON object), not NoneType"),
+    (["predict", IMG, "--weights", ""], "weights='' is an empty string"),
+    (["predict", "", "--weights", W], "image is an empty string"),
+    # 7. A pickle is refused with the reason, never with torch's "weights_only=False will likely succeed".
+    (["predict", IMG, "--weights", "{root}/pickle.pth"], "loading such a pickle runs whatever code it carries"),
+    # 9. Seeds every generator accepts.
+    (["train", *FAST, "--seed", str(2**64), "--out", "{root}/o14"], "seed=18446744073709551616 must be a whole number"),
+    (["train", *FAST, "--seed", "-1", "--out", "{root}/o15"], "seed=-1 must be a whole number"),
 ]
 
 
@@ -138,6 +229,7 @@ def test_bad_input_is_one_clear_line(tree, args, phrase):
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-1000:], proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr
     assert phrase in proc.stderr, proc.stderr
+    assert "weights_only=False" not in proc.stderr, "torch's advice to load untrusted pickles was passed on"
     # Validation comes before work: a refused run leaves no output folder behind.
     for flag in ("--out",):
         if flag in args and "already holds" not in phrase and "is a file" not in phrase:
