@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -308,3 +309,223 @@ def test_output_files_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+# Round three (issue 20): what the library refuses without the CLI, and what goes on despite bad input.
+
+
+def _api_cases() -> list[tuple[str, Any, type[Exception], str]]:
+    from mobilenet import MobileNetConfig, MobileNetV1, mobilenet_v1
+    from mobilenet.checkpoint import save_weights
+    from mobilenet.data import eval_transform, load_data, open_rgb
+    from mobilenet.train import TrainConfig
+
+    small = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=2)
+    return [
+        ("bn_eps inf", lambda: mobilenet_v1(bn_eps=float("inf")), ValueError, "bn_eps=inf must be a finite number > 0"),
+        ("bn_eps nan", lambda: mobilenet_v1(bn_eps=float("nan")), ValueError, "bn_eps=nan must be a finite number > 0"),
+        ("bn_eps 0", lambda: mobilenet_v1(bn_eps=0.0), ValueError, "bn_eps=0.0 must be a finite number > 0"),
+        ("list config", lambda: MobileNetV1([0.25, 32]), TypeError, "config must be a MobileNetConfig, not list"),
+        (
+            "null config",
+            lambda: MobileNetConfig.from_dict(None),
+            TypeError,
+            "must be a dict of fields (a JSON object), not NoneType",
+        ),
+        ("bytes weights", lambda: mobilenet_v1(weights=b"w.safetensors"), TypeError, "weights=b'w.safetensors' is bytes"),
+        ("empty weights", lambda: mobilenet_v1(weights=""), ValueError, "weights='' is an empty string"),
+        ("bytes data", lambda: load_data(b"data", 32), TypeError, "data folder b'data' is bytes"),
+        ("empty data", lambda: load_data("", 32), ValueError, "data folder is an empty string"),
+        ("seed 1.5", lambda: load_data(None, 32, seed=1.5), ValueError, "seed=1.5 must be a whole number"),
+        ("seed 2**64", lambda: load_data(None, 32, seed=2**64), ValueError, "seed=18446744073709551616 must be"),
+        ("train seed 1.5", lambda: TrainConfig(seed=1.5).validate(), ValueError, "seed=1.5 must be a whole number"),
+        ("bytes image", lambda: open_rgb(b"x.png"), TypeError, "image b'x.png' is bytes"),
+        ("empty output", lambda: save_weights("", small), ValueError, "output is an empty string"),
+        ("tiny crop", lambda: eval_transform(32, 1e-6), ValueError, "crop=1e-06 must be a fraction in [0.05, 1]"),
+    ]
+
+
+API_NAMES = [
+    "bn_eps inf", "bn_eps nan", "bn_eps 0", "list config", "null config", "bytes weights", "empty weights", "bytes data",
+    "empty data", "seed 1.5", "seed 2**64", "train seed 1.5", "bytes image", "empty output", "tiny crop",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", API_NAMES)
+def test_api_refuses_with_the_cause_named(name):
+    cases = {case[0]: case[1:] for case in _api_cases()}
+    assert sorted(cases) == sorted(API_NAMES)
+    call, kind, phrase = cases[name]
+    with pytest.raises(kind) as info:
+        call()
+    assert phrase in str(info.value)
+
+
+def test_eval_skips_bad_images_and_leaves_absent_classes_null(tree, tmp_path):
+    """One policy in eval: a FIFO and a symlinked folder are passed over with a warning each, an
+    unreadable and an absurd image are skipped and counted, and a class without images has no
+    accuracy (null), not 0.0."""
+    import json
+    import os
+    import shutil
+
+    from mobilenet import mobilenet_v1
+    from mobilenet.checkpoint import save_weights
+
+    data = tmp_path / "data"
+    shutil.copytree(tree / "two" / "val", data / "val")
+    os.mkfifo(data / "val" / "a" / "fifo.jpg")
+    shutil.copy(tree / "tall.png", data / "val" / "a" / "tall.png")
+    (data / "val" / "b" / "broken.png").write_text("<html>not found</html>")
+    os.symlink("../..", data / "val" / "a" / "loop")  # followed, it would repeat every photo, under class a
+    weights = tmp_path / "w3.safetensors"
+    save_weights(weights, mobilenet_v1(width_mult=0.25, resolution=32, num_classes=3, class_names=("a", "b", "c")))
+    proc = run("eval", "--weights", str(weights), "--data", str(data), "--per-class", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert (out["images"], out["skipped"]) == (8, 2)
+    assert out["classes"] == ["a", "b", "c"] and out["per_class_accuracy"][2] is None
+    assert all(isinstance(v, float) for v in out["per_class_accuracy"][:2])
+    for phrase in ("not regular files", "symlinked subfolders, not followed", "tall.png: 1x200000", "broken.png: not a readable"):
+        assert phrase in proc.stderr, proc.stderr
+
+
+def test_predict_skips_bad_images_and_goes_on(tree):
+    proc = run("predict", str(tree / "tall.png"), IMG.format(root=tree), str(tree / "fifo.jpg"), "--weights", W.format(root=tree))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert IMG.format(root=tree) in proc.stdout and "%" in proc.stdout and "tall.png" not in proc.stdout
+    assert "skipping" in proc.stderr and "skipped 2 unreadable image(s)" in proc.stderr
+
+
+def test_predict_streams_batches(tree):
+    """Results come a batch at a time: the first is out before the later images are even read."""
+    from mobilenet import mobilenet_v1
+    from mobilenet.predict import iter_predictions
+
+    taken: list[str] = []
+
+    def paths():
+        for i in range(6):
+            taken.append(str(i))
+            yield str(tree / "two" / "val" / "a" / f"{i % 4}.png")
+
+    results = iter_predictions(mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10), paths(), batch_size=2)
+    first = next(results)
+    assert "predictions" in first and len(taken) == 2
+    assert len([first, *results]) == 6 and len(taken) == 6
+
+
+def test_predict_refuses_nan_outputs(tree):
+    import torch
+
+    from mobilenet import mobilenet_v1
+    from mobilenet.predict import predict
+
+    model = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    with torch.no_grad():
+        model.classifier.bias.fill_(float("nan"))  # after loading: the load-time check cannot see it
+    with pytest.raises(ValueError, match="NaN or infinite: these weights produce NaN"):
+        predict(model, [IMG.format(root=tree)])
+
+
+def test_labels_follow_the_outputs_not_the_metadata(tree):
+    """Metadata claiming ImageNet on a 10-logit model: indices with a warning, never ImageNet's names;
+    evaluation refuses rather than score the wrong classes."""
+    import torch
+
+    from mobilenet import MobileNetConfig
+    from mobilenet.evaluate import evaluate
+    from mobilenet.predict import predict
+
+    class Liar:  # what a .tflite with the wrong metadata looks like through LiteRTModel
+        config = MobileNetConfig(width_mult=0.25, resolution=32, num_classes=1000, labels="imagenet1000")
+
+        def eval(self):
+            return self
+
+        def __call__(self, x):
+            return torch.arange(10.0).expand(len(x), 10)
+
+    with pytest.warns(UserWarning, match="gives 10 scores per image but its metadata names 1000 classes"):
+        (result,) = predict(Liar(), [IMG.format(root=tree)], topk=2)
+    assert [p["label"] for p in result["predictions"]] == ["class 9", "class 8"]
+    with pytest.raises(ValueError, match="metadata does not match its outputs"):
+        evaluate(Liar(), [(torch.zeros(2, 3, 32, 32), torch.tensor([0, 999]))], num_classes=1000)
+
+
+def test_predict_thread_choice(monkeypatch):
+    import torch
+
+    from mobilenet import mobilenet_v1
+    from mobilenet.predict import predict_threads
+
+    small = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert predict_threads(small) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert predict_threads(small) is None  # the user's choice stands
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("alpha,variant", [(0.25, "separable"), (0.75, "shallow"), (0.5, "conv")])
+def test_our_own_state_dict_pth_loads(tmp_path, alpha, variant):
+    """torch.save(model.state_dict()) of our own model: α, classes and variant read from the shapes."""
+    import torch
+
+    from mobilenet import mobilenet_v1
+
+    model = mobilenet_v1(width_mult=alpha, resolution=32, num_classes=7, variant=variant).eval()
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    with pytest.warns(UserWarning, match="bare state dict"):
+        loaded = mobilenet_v1(weights=str(tmp_path / "m.pth"))
+    c = loaded.config
+    assert (c.width_mult, c.num_classes, c.variant) == (alpha, 7, variant)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_exported_suffix_in_capitals(tree, tmp_path):
+    """m.ONNX is written and read back as ONNX."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "m.ONNX"
+    proc = run("export", "--weights", W.format(root=tree), "-o", str(out))
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
+    proc = run("predict", IMG.format(root=tree), "--weights", str(out))
+    assert proc.returncode == 0 and "%" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_links_inside_a_class_are_not_followed_and_shared_folders_refused(tree, tmp_path):
+    import os
+    import shutil
+
+    from mobilenet.data import SafeImageFolder, load_data
+
+    data = tmp_path / "d"
+    shutil.copytree(tree / "two", data)
+    os.symlink("../b", data / "train" / "a" / "more")  # would relabel b's photos as a
+    with pytest.warns(UserWarning, match="symlinked subfolders, not followed"):
+        folder = SafeImageFolder(data / "train")
+    assert [t for _, t in folder.samples] == [0] * 4 + [1] * 4
+    shutil.rmtree(data / "val" / "a")
+    os.symlink("../train/a", data / "val" / "a")  # the validation class is the training class
+    with pytest.raises(ValueError, match="share photos"), pytest.warns(UserWarning):
+        load_data(str(data), 32)
+
+
+def test_cache_mismatch_is_moved_aside_not_deleted(tmp_path, monkeypatch):
+    from mobilenet.weights.registry import cache_dir, download
+
+    mine = tmp_path / "model.tflite"
+    mine.write_bytes(b"my own file, not the download")
+    with pytest.raises(ValueError, match=r"moved to .*model\.tflite\.mismatch-") as info:
+        download("https://example.invalid/model.tflite", "0" * 64, directory=tmp_path)
+    (aside,) = tmp_path.glob("model.tflite.mismatch-*")
+    assert aside.read_bytes() == b"my own file, not the download" and str(aside) in str(info.value)
+    monkeypatch.setenv("MOBILENET_CACHE", str(mine.with_name("file.txt")))
+    mine.with_name("file.txt").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"MOBILENET_CACHE=.*is a file, not a folder"):
+        cache_dir()

@@ -42,12 +42,10 @@ def predict_threads(model: Any) -> int | None:
     and even 1.0-224 took 68 vs 153 ms/image. OpenMP's threads wait for each other at every layer,
     and on a busy machine one of them is always waiting for a core. So one thread is used for a
     small model (under :data:`SMALL_MODEL_MULT_ADDS` per image, where there is little work to share)
-    and whenever the load average is at least the cores we may use. ``OMP_NUM_THREADS`` or
-    ``torch.set_num_threads`` set by the caller is left alone.
+    and whenever the load average is at least the cores we may use. A caller's ``OMP_NUM_THREADS``
+    is left alone, and ``iter_predictions(threads=...)`` overrides this choice.
     """
     if not isinstance(model, nn.Module) or os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads() == 1:
-        return None
-    if _user_set_threads():
         return None
     from .cost import model_cost
 
@@ -58,14 +56,6 @@ def predict_threads(model: Any) -> int | None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
     return 1 if small or busy else None
-
-
-_DEFAULT_THREADS = torch.get_num_threads()
-
-
-def _user_set_threads() -> bool:
-    """Whether someone changed PyTorch's thread count since this module was imported."""
-    return torch.get_num_threads() != _DEFAULT_THREADS
 
 
 def _names_for_outputs(config: Any, outputs: int) -> list[str]:
