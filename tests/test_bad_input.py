@@ -488,11 +488,15 @@ def test_our_own_state_dict_pth_loads(tmp_path, alpha, variant):
     assert torch.equal(loaded(x), model(x))
 
 
-def test_exported_suffix_in_capitals(tree, tmp_path):
-    """m.ONNX is written and read back as ONNX."""
-    pytest.importorskip("onnxruntime")
-    out = tmp_path / "m.ONNX"
-    proc = run("export", "--weights", W.format(root=tree), "-o", str(out))
+@pytest.mark.parametrize(
+    "fmt,name,needs",
+    [("onnx", "m.ONNX", "onnxruntime"), ("tflite", "m.TFLITE", "ai_edge_litert"), ("pte", "m.PTE", "executorch")],
+)
+def test_exported_suffix_in_capitals(tree, tmp_path, fmt, name, needs):
+    """m.ONNX, m.TFLITE and m.PTE are written and read back as what they are."""
+    pytest.importorskip(needs)
+    out = tmp_path / name
+    proc = run("export", "--weights", W.format(root=tree), "--format", fmt, "-o", str(out))
     assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
     proc = run("predict", IMG.format(root=tree), "--weights", str(out))
     assert proc.returncode == 0 and "%" in proc.stdout, proc.stderr[-2000:]
