@@ -511,9 +511,12 @@ def test_links_inside_a_class_are_not_followed_and_shared_folders_refused(tree, 
     data = tmp_path / "d"
     shutil.copytree(tree / "two", data)
     os.symlink("../b", data / "train" / "a" / "more")  # would relabel b's photos as a
-    with pytest.warns(UserWarning, match="symlinked subfolders, not followed"):
+    os.symlink("0.png", data / "train" / "b" / "again.png")  # the same photo twice
+    with pytest.warns(UserWarning) as record:
         folder = SafeImageFolder(data / "train")
     assert [t for _, t in folder.samples] == [0] * 4 + [1] * 4
+    messages = " ".join(str(w.message) for w in record)
+    assert "symlinked subfolders, not followed" in messages and "links to photos already listed" in messages
     shutil.rmtree(data / "val" / "a")
     os.symlink("../train/a", data / "val" / "a")  # the validation class is the training class
     with pytest.raises(ValueError, match="share photos"), pytest.warns(UserWarning):

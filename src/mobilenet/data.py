@@ -395,7 +395,8 @@ def list_images(folder: str | os.PathLike[str]) -> ImageListing:
             # A link to a photo listed under its own name (no link on its way: those are not walked),
             # or to one that an earlier link reached.
             rel = os.path.relpath(real, real_top)
-            if real in listing.linked or (not rel.startswith(os.pardir) and os.path.join(top, rel) in listed):
+            inside = rel != os.pardir and not rel.startswith(os.pardir + os.sep)
+            if real in listing.linked or (inside and os.path.join(top, rel) in listed):
                 listing.duplicates.append(path)
                 continue
             listing.linked[real] = path
