@@ -55,9 +55,10 @@ def evaluate(
         if logits.dim() != 2 or logits.shape[1] < label_offset + num_classes:
             # Metadata that names more classes than the model scores (a .tflite claiming ImageNet on a
             # 10-class head) would index past the logits, or score against the wrong classes.
+            scores = logits.shape[1] if logits.dim() == 2 else f"outputs of shape {tuple(logits.shape)}, not"
             raise ValueError(
-                f"the model gives {tuple(logits.shape[1:])} scores per image, but evaluating {num_classes} classes "
-                f"needs {label_offset + num_classes}; its metadata does not match its outputs"
+                f"the model gives {scores} scores per image, but evaluating {num_classes} classes needs "
+                f"{label_offset + num_classes}; its metadata does not match its outputs"
             )
         loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
         c1, c5 = topk_correct(logits, targets)
@@ -69,8 +70,8 @@ def evaluate(
     if n == 0:
         raise ValueError("evaluation saw no readable images")
     # A class without images has no accuracy: None (JSON null), not a 0.0 that reads as "all wrong".
-    counts = confusion.sum(1)
-    per_class = [float(confusion[i, i]) / int(counts[i]) if counts[i] else None for i in range(num_classes)]
+    hits, counts = confusion.diag().tolist(), confusion.sum(1).tolist()
+    per_class = [h / c if c else None for h, c in zip(hits, counts)]
     return {
         "top1": top1 / n,
         "top5": top5 / n,
