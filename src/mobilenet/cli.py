@@ -206,7 +206,7 @@ def _inference_model(values: list[str], runtime: str = "torch") -> Any:
     from .weights.loader import check_model_file
 
     for value in values:  # a local file is checked for what it is before any runtime parses it
-        if Path(value).suffix or os.sep in value or Path(value).exists():
+        if value.strip() and (Path(value).suffix or os.sep in value or Path(value).exists()):
             check_model_file(value)
     suffixes = {Path(v).suffix.lower() for v in values}
     if runtime == "litert":
@@ -238,17 +238,23 @@ def _inference_model(values: list[str], runtime: str = "torch") -> Any:
 
 @_command("predict")
 def _predict(args: argparse.Namespace) -> None:
-    from .predict import predict
+    from .predict import iter_predictions
 
     model = _inference_model(args.weights, args.runtime)
-    results = predict(model, args.images, topk=args.topk, crop=args.crop, preprocess=args.preprocess)
+    results = iter_predictions(model, args.images, topk=args.topk, crop=args.crop, preprocess=args.preprocess)
     if args.json:
-        _print_json(results)
+        _print_json(list(results))
         return
-    for r in results:
+    skipped = 0
+    for r in results:  # printed as each batch finishes, not after the last image
+        if "error" in r:  # already warned about
+            skipped += 1
+            continue
         print(r["image"])
         for p in r["predictions"]:
-            print(f"  {p['probability']:7.2%}  {p['index']:4d}  {p['label']}")
+            print(f"  {p['probability']:7.2%}  {p['index']:4d}  {p['label']}", flush=True)
+    if skipped:
+        print(f"skipped {skipped} unreadable image(s)", file=sys.stderr)
 
 
 @_command("convert")

@@ -304,18 +304,19 @@ def load_exported(path: str | os.PathLike[str], *, threads: int | None = None) -
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"exported model {str(path)!r} does not exist")
-    if path.suffix == ".onnx":
+    suffix = path.suffix.lower()  # m.ONNX is an ONNX file too
+    if suffix == ".onnx":
         require("onnxruntime", purpose="running an ONNX file")
         return OnnxRuntimePredictor(path, "onnxruntime", threads)
-    if path.suffix == ".tflite":
+    if suffix == ".tflite":
         from .litert import LiteRTModel
 
         return LiteRTModel(path, threads=threads)
-    if path.suffix == ".pte":
+    if suffix == ".pte":
         from .pte import ExecuTorchModel
 
         return ExecuTorchModel(path, threads=threads)
-    if path.suffix == ".pt2":
+    if suffix == ".pt2":
         module = torch.export.load(path).module()
     else:
         with warnings.catch_warnings():

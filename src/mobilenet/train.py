@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDatas
 
 from .checkpoint import load_state, load_weights_file, save_state, save_weights, weights_metadata
 from .cost import model_cost
-from .data import DataSplit, DigitsDataset, load_data, skip_bad_collate, train_transform, transforms_for
+from .data import DataSplit, DigitsDataset, check_seed, load_data, skip_bad_collate, train_transform, transforms_for
 from .evaluate import evaluate
 from .model import MobileNetV1, fold_batchnorm
 from .quantize import FakeQuantMobileNet, calibrate_ranges, ranges_from_metadata, ranges_to_metadata
@@ -152,6 +152,7 @@ class TrainConfig:
                 bound = ">= 0" if allow_zero else "> 0"
                 raise ValueError(f"{name}={value!r} must be {'an integer' if integer else 'a number'} {bound}")
 
+        check_seed(self.seed)  # before 2**64 reaches torch as "Overflow when unpacking long"
         for name in ("epochs", "batch_size", "min_depth"):
             positive(name, integer=True)
         positive("workers", integer=True, allow_zero=True)

@@ -11,7 +11,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import DETECTOR_CONFIG_KEY, WeightsFileError, load_weights_file, save_weights
+from ..checkpoint import (
+    DETECTOR_CONFIG_KEY,
+    WeightsFileError,
+    config_from_state_dict,
+    is_own_state_dict,
+    load_weights_file,
+    save_weights,
+    torch_load_error,
+)
 from ..model import MobileNetV1
 from ..spec import MobileNetConfig
 from .keras import load_keras_h5
@@ -148,7 +156,7 @@ def _load_torch_file(path: Path) -> tuple[dict[str, Any], MobileNetConfig]:
                 f"{path} is an exported TorchScript or torch.export program, not weights; load it with "
                 "mobilenet.deploy.load_exported, or use the .safetensors it was exported from"
             ) from None
-        raise WeightsFileError(f"{path}: not a loadable PyTorch state dict ({type(exc).__name__}: {exc})") from None
+        raise torch_load_error(path, exc, "PyTorch state dict") from None
     if isinstance(state, dict) and "state_dict" in state:  # timm's own training checkpoints hold the weights
         state = state["state_dict"]
     elif isinstance(state, dict) and _TRAINING_STATE_KEYS & state.keys():
@@ -159,6 +167,8 @@ def _load_torch_file(path: Path) -> tuple[dict[str, Any], MobileNetConfig]:
         )
     if not isinstance(state, dict):
         raise WeightsFileError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    if is_own_state_dict(state):  # torch.save(model.state_dict()) of one of ours
+        return state, config_from_state_dict(state, str(path))
     return convert_timm_state_dict(state, str(path))
 
 
@@ -234,6 +244,8 @@ def load_weights(weights: Any, *, progress: bool = True, **kwargs: Any) -> Mobil
     :meth:`MobileNetV1.from_state_dict`)."""
     if isinstance(weights, (list, tuple)) and weights and all(isinstance(w, (str, os.PathLike)) for w in weights):
         paths: Sequence[PathLike] = list(weights)
+    elif isinstance(weights, str) and not weights.strip():  # Path("") would be the current folder
+        raise ValueError("weights='' is an empty string; pass a file path or a registry name such as KERAS_1_0_224")
     elif isinstance(weights, (str, os.PathLike)) and (Path(weights).suffix or os.sep in str(weights) or Path(weights).exists()):
         paths = [weights]
     else:
