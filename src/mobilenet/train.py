@@ -459,7 +459,11 @@ def _check_out_folder(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; pass a folder for the run's checkpoints and logs")
-    holds_run = any((out / name).exists() for name in ("last_state.pt", "last.safetensors", "metrics.jsonl"))
+    # A run that failed before its first epoch ended leaves only an empty metrics.jsonl (and the
+    # probe's best.safetensors): nothing to resume, so a rerun simply starts again.
+    metrics = out / "metrics.jsonl"
+    holds_run = (out / "last_state.pt").exists() or (out / "last.safetensors").exists()
+    holds_run = holds_run or (metrics.is_file() and metrics.stat().st_size > 0)
     if holds_run and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(
             f"--out {out} already holds a training run; pass --resume to continue it, --overwrite to replace it, or another --out"
@@ -868,7 +872,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if is_main:
         print(_describe(cfg, split, world, device, cost), flush=True)
     if cfg.probe_epochs and not cfg.resume:
-        _fit_classifier_first(cfg, model, pretrained, val_loader, device, is_main)
+        probe_top1 = _fit_classifier_first(cfg, model, pretrained, val_loader, device, is_main)
+        if is_main and not cfg.qat:
+            # The classifier-first stage is a linear probe: the first candidate for best, so the
+            # fine-tune never hands back a model worse on val than its own probe (on a 2-class
+            # set of 245 photos its epochs ended 3 points below the probe).
+            best_top1 = probe_top1
+            save_weights(out / "best.safetensors", model, model.config, epoch="probe", val_top1=f"{probe_top1:.6f}")
     if cfg.qat:  # after the classifier is fitted: its output range is one of those calibrated
         step_model = _simulate_int8(cfg, model, pretrained, out, device, is_main)
     train_model = _wrap(step_model, cfg, world, local_rank, device)  # DDP's first broadcast syncs the fitted classifier
@@ -992,11 +1002,12 @@ def _fit_classifier_first(
     val_loader: DataLoader,
     device: torch.device,
     is_main: bool,
-) -> None:
+) -> float:
     plain = _data(cfg, pretrained.config if pretrained is not None else None, augment=False).train
     top1 = fit_classifier(cfg, model, plain, val_loader, device)
     if is_main:
         print(f"classifier fitted alone first ({cfg.probe_epochs} passes over features computed once): val top-1 {top1:.4f}")
+    return top1
 
 
 def _seed_epoch(cfg: TrainConfig, train_loader: DataLoader, epoch: int) -> None:
