@@ -574,11 +574,13 @@ def fit_classifier(
     """The first stage of fine-tuning (linear probe, then fine-tune): the new classifier alone, on
     features computed once, with the linear-probe recipe. Starting the full fine-tune from a
     classifier that already fits keeps the first steps' large, random gradients out of the
-    pretrained backbone. Returns the classifier's val top-1."""
+    pretrained backbone. Keeps the pass with the best val top-1, and returns that top-1."""
     probe = RECIPES["linear-probe"]
-    # The same loss as the fine-tune that follows (label smoothing included): a classifier fitted
-    # to another target would send large gradients into the backbone in its first steps.
-    probe_cfg = replace(cfg, **{k: probe[k] for k in ("optimizer", "lr", "weight_decay", "schedule", "warmup")})
+    # The linear-probe recipe exactly, its loss included (no label smoothing): with the fine-tune's
+    # smoothed loss this stage's best pass fell below a linear probe's (five flowers classes, 20
+    # photos each: 0.825 against 0.86), and the fine-tune then could not catch up.
+    keys = ("optimizer", "lr", "weight_decay", "schedule", "warmup", "label_smoothing")
+    probe_cfg = replace(cfg, **{k: probe[k] for k in keys})
     probe_cfg = replace(probe_cfg, head_lr_mult=1.0, epochs=cfg.probe_epochs, channels_last=False, amp=False, ema=0.0)
     train_feats, val_feats = _feature_loaders(
         probe_cfg, model, train_images, val_loader, device, torch.Generator().manual_seed(cfg.seed)
@@ -586,10 +588,19 @@ def fit_classifier(
     head = nn.Sequential(model.dropout, model.classifier)
     optimizer = _make_optimizer(probe_cfg, head, probe_cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(probe_cfg, len(train_feats)))
+    # Each pass is validated (on cached features, a moment each) and the best pass's classifier is
+    # kept, as a linear-probe run keeps its best epoch: the fine-tune then starts from, and can
+    # only hand back something at least as good as, the probe.
+    best_top1, best_state = -1.0, None
     for epoch in range(probe_cfg.epochs):
         head.train()
         train_one_epoch(head, train_feats, optimizer, scheduler, probe_cfg, device=device, epoch=epoch)
-    return validate(head, val_feats, probe_cfg, num_classes=model.config.num_classes, device=device)["top1"]
+        top1 = validate(head, val_feats, probe_cfg, num_classes=model.config.num_classes, device=device)["top1"]
+        if top1 > best_top1:
+            best_top1, best_state = top1, {k: v.detach().clone() for k, v in head.state_dict().items()}
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    return best_top1
 
 
 class _Logger:
