@@ -141,9 +141,16 @@ def _given(args: argparse.Namespace, names: Any) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> None:
     from dataclasses import fields
 
+    from .detection import is_detection_task
     from .train import TrainConfig, train
 
-    train(TrainConfig(**_given(args, [f.name for f in fields(TrainConfig)])))
+    given = _given(args, [f.name for f in fields(TrainConfig)])
+    if is_detection_task(given.get("weights"), given.get("data")):
+        from .detection.train import train_detector
+
+        train_detector(**given)
+        return
+    train(TrainConfig(**given))
 
 
 @_command("sweep")
