@@ -209,6 +209,7 @@ def evaluate_detector(
     class_agnostic: bool = False,
     batch_size: int = 8,
     limit: int | None = None,
+    inputs: Sequence[Tensor] | None = None,
 ) -> dict[str, Any]:
     """COCO AP (pycocotools) of a detector on a COCO instances JSON or a Pascal VOC root.
 
@@ -216,7 +217,8 @@ def evaluate_detector(
     COCO mAP is reported under; 'tflite' is the phone file's 10 detections (with
     ``runtime="litert"``: the file's own op). Model classes are matched to the data's categories
     by name; ``class_agnostic`` counts every detection as the data's one category. ``data`` may
-    also be a :class:`~mobilenet.detection.data.DetectionSet` already read (training's validation).
+    also be a :class:`~mobilenet.detection.data.DetectionSet` already read, and ``inputs`` its
+    images already loaded by :func:`load_input` (training's validation, every epoch).
     """
     from .evaluate import coco_map
 
@@ -240,11 +242,15 @@ def evaluate_detector(
     found: list[dict[str, Any]] = []
     for first in range(0, count, batch_size):
         infos = dataset.coco["images"][first : min(first + batch_size, count)]
-        loaded = [
-            load_input(f, runner.config.resolution, runner.config.interpolation)
-            for f in dataset.files[first : first + len(infos)]
-        ]
-        batch = torch.stack([pixels for pixels, _ in loaded])
+        if inputs is not None:
+            batch = torch.stack(list(inputs[first : first + len(infos)]))
+        else:
+            batch = torch.stack(
+                [
+                    load_input(f, runner.config.resolution, runner.config.interpolation)[0]
+                    for f in dataset.files[first : first + len(infos)]
+                ]
+            )
         for info, det in zip(infos, _run(runner, batch, postprocess)):
             det = _to_pixels(det, float(info["width"]), float(info["height"]))
             xywh = det["boxes"].clone()
