@@ -178,3 +178,23 @@ def test_out_folder_with_a_run_is_not_overwritten(capsys, tmp_path):
     (out / "metrics.jsonl").write_text("{}\n")
     code, _, err = _cli(capsys, "train", "--data", RACCOON, "--weights", DETECT, "--out", out)
     assert code == 2 and "--overwrite" in err and (out / "metrics.jsonl").read_text() == "{}\n"
+
+
+@pytest.mark.skipif(not (COCO128 / "annotations").is_dir(), reason="../shared/data/coco128 is not present")
+def test_coco_layout_splits_and_crowd_boxes(tmp_path):
+    from mobilenet.detection.train import read_splits
+
+    data = json.loads((COCO128 / "annotations" / "instances_train2017.json").read_text())
+    crowd_images = {a["image_id"] for a in data["annotations"] if a["iscrowd"]}
+    (tmp_path / "annotations").mkdir()
+    for split, images in (("train", data["images"][:100]), ("val", data["images"][100:])):
+        ids = {im["id"] for im in images}
+        part = {**data, "images": images, "annotations": [a for a in data["annotations"] if a["image_id"] in ids]}
+        (tmp_path / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(part))
+        (tmp_path / f"{split}2017").symlink_to(COCO128 / "train2017")
+    train, val, name = read_splits(tmp_path / "annotations" / "instances_train2017.json")
+    assert name == "instances_val2017.json" and len(train) == 100 and len(val) == 28
+    assert crowd_images & {im["id"] for im in train.coco["images"]}  # coco128's first photos hold crowd boxes ...
+    assert not any(a["iscrowd"] for a in train.coco["annotations"])  # ... which are not training targets
+    with pytest.raises(FileNotFoundError, match="no validation JSON"):
+        read_splits(COCO128 / "annotations" / "instances_train2017.json")

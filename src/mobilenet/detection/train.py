@@ -269,25 +269,28 @@ def detection_loss(
 # Model
 
 
-def _warm_rows(source: SSDMobileNetV1, trunk: nn.Module, photos: _Photos, num_new: int) -> list[int]:
+def _warm_rows(source: SSDMobileNetV1, trunk: nn.Module, photos: _Photos, num_new: int, batch: int = 16) -> list[int]:
     """For each new class, the source class whose score is highest on the anchors matched to its
-    training boxes (un-augmented photos): the row its class head starts from."""
+    training boxes (un-augmented photos, at most 64: the vote settles long before): the row its
+    class head starts from."""
+    from torchvision.transforms.v2 import functional as TF
+
     votes = torch.zeros(num_new + 1, source.num_classes)
     anchors = source.anchors()
     corners = _xyxy(anchors)
+    size = source.config.resolution
+    items = photos.items[:64]
     with torch.inference_mode():
-        for image, boxes, labels in photos.items:
-            from torchvision.transforms.v2 import functional as TF
-
-            size = source.config.resolution
-            x = TF.resize(image.as_subclass(Tensor), [size, size], antialias=True)[None]
-            h, w = image.shape[-2:]
-            scaled = boxes.as_subclass(Tensor) / torch.tensor([w, h, w, h])
-            classes, _ = match_anchors(scaled, labels, corners, anchors, 0.5, source.config.box_scales)
+        for first in range(0, len(items), batch):
+            chunk = items[first : first + batch]
+            x = torch.stack([TF.resize(image.as_subclass(Tensor), [size, size], antialias=True) for image, _, _ in chunk])
             _, logits = _heads(source, trunk(_scale(x, source)))
-            probs = torch.sigmoid(logits[0])
-            for c in range(1, num_new + 1):
-                if (classes == c).any():
+            for (image, boxes, labels), image_logits in zip(chunk, logits):
+                h, w = image.shape[-2:]
+                scaled = boxes.as_subclass(Tensor) / torch.tensor([w, h, w, h])
+                classes, _ = match_anchors(scaled, labels, corners, anchors, 0.5, source.config.box_scales)
+                probs = torch.sigmoid(image_logits)
+                for c in range(1, num_new + 1):
                     votes[c] += probs[classes == c].sum(0)
     votes[:, 0] = -1  # background is never a class's warm start
     return [int(votes[c].argmax()) for c in range(num_new + 1)]
