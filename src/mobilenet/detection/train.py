@@ -57,7 +57,7 @@ class DetectionRecipe:
     """The settings of a detector fine-tuning run (``mobilenet train`` flags of the same names)."""
 
     name: str = "ssd-heads"
-    epochs: int = 24
+    epochs: int = 10
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
