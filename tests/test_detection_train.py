@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,6 +101,40 @@ def test_short_finetune_on_raccoon_beats_the_untrained_head(tmp_path, capsys):
     # Our own detector trains on: same classes, so its class head is kept (no warm start line).
     again = train_detector(RACCOON, out / "best.safetensors", tmp_path / "again", limit=16, epochs=1, progress=False)
     assert "warm start" not in capsys.readouterr().out and again["map"] >= SHORT_RUN_AP_FLOOR
+    # Exported as a detect.tflite: Google's interface, and in LiteRT the file's own post-processing
+    # finds what PyTorch finds (the export checks it and says so).
+    pytest.importorskip("ai_edge_litert")
+    tflite = tmp_path / "raccoon.tflite"
+    code, text, err = _cli(capsys, "export", "--weights", out / "best.safetensors", "--format", "tflite", "-o", tflite)
+    assert code == 0 and "checked in LiteRT" in text, err
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite))
+    (inp,) = interpreter.get_input_details()
+    outs = interpreter.get_output_details()
+    assert list(inp["shape"]) == [1, 300, 300, 3] and inp["dtype"] == np.uint8 and inp["quantization"] == (1 / 128, 128)
+    assert [o["name"] for o in outs] == ["TFLite_Detection_PostProcess"] + [
+        f"TFLite_Detection_PostProcess:{i}" for i in (1, 2, 3)
+    ]
+    code, text, _ = _cli(
+        capsys,
+        "eval",
+        "--weights",
+        tflite,
+        "--runtime",
+        "litert",
+        "--data",
+        RACCOON,
+        "--class-agnostic",
+        "--postprocess",
+        "tflite",
+        "--json",
+    )
+    litert_map = json.loads(text)["map"]
+    code, text, _ = _cli(
+        capsys, "eval", "--weights", out / "best.safetensors", "--data", RACCOON, "--postprocess", "tflite", "--json"
+    )
+    assert litert_map == pytest.approx(json.loads(text)["map"], abs=0.005)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,3 +234,9 @@ def test_coco_layout_splits_and_crowd_boxes(tmp_path):
     assert not any(a["iscrowd"] for a in train.coco["annotations"])  # ... which are not training targets
     with pytest.raises(FileNotFoundError, match="no validation JSON"):
         read_splits(COCO128 / "annotations" / "instances_train2017.json")
+
+
+@pytest.mark.skipif(not DETECT.is_file(), reason="../shared/reference/detection is not present")
+def test_detector_exports_only_as_tflite(capsys, tmp_path):
+    code, _, err = _cli(capsys, "export", "--weights", DETECT, "--format", "onnx", "-o", tmp_path / "x.onnx")
+    assert code == 2 and "a detector exports as --format tflite" in err and not (tmp_path / "x.onnx").exists()

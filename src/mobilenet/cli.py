@@ -355,8 +355,14 @@ def _stored_ranges(args: argparse.Namespace) -> tuple[dict[str, tuple[float, int
 def _export(args: argparse.Namespace) -> None:
     import torch
 
+    from .detection.weights import is_detector
     from .export import DEFAULT_SUFFIX, export_model, export_output_path
 
+    if args.weights and is_detector(args.weights):
+        from .detection.export import export_detector
+
+        print(export_detector(args.weights[0], args.output, args.format)[1])
+        return
     out = None
     if args.output:  # checked before any work: the format decides the file kind, the suffix must agree
         out = _noted(export_output_path(args.output, args.format))
