@@ -107,6 +107,7 @@ def test_short_finetune_on_raccoon_beats_the_untrained_head(tmp_path, capsys):
     tflite = tmp_path / "raccoon.tflite"
     code, text, err = _cli(capsys, "export", "--weights", out / "best.safetensors", "--format", "tflite", "-o", tflite)
     assert code == 0 and "checked in LiteRT" in text, err
+    assert (tmp_path / "raccoon.labelmap.txt").read_text() == "???\nraccoon\n"
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(tflite))

@@ -201,9 +201,13 @@ def export_detector(
             f"{'same' if same else 'differ'}); please report this"
         )
     c = model.config
+    # Apps that load Google's file read its labelmap.txt: "???" for background, then a class a line.
+    labels = path.with_suffix(".labelmap.txt")
+    text = "\n".join(["???", *c.names[1:]]) + "\n"
+    atomic_write(labels, lambda tmp: Path(tmp).write_text(text))
     return path, (
         f"wrote {path}: SSD MobileNet v1 α={c.width_mult:g}, {size}x{size} uint8 input, {c.num_classes - 1} classes "
         f"({', '.join(c.names[1:4])}{', ...' if c.num_classes > 4 else ''}), TFLite_Detection_PostProcess "
         f"({c.postprocess.max_detections} detections); checked in LiteRT: box codes within {code_diff:.1g}, "
-        f"logits within {logit_diff:.1g}, the file's own post-processing gives our detections"
+        f"logits within {logit_diff:.1g}, the file's own post-processing gives our detections; labels in {labels}"
     )
