@@ -241,3 +241,16 @@ def test_coco_layout_splits_and_crowd_boxes(tmp_path):
 def test_detector_exports_only_as_tflite(capsys, tmp_path):
     code, _, err = _cli(capsys, "export", "--weights", DETECT, "--format", "onnx", "-o", tmp_path / "x.onnx")
     assert code == 2 and "a detector exports as --format tflite" in err and not (tmp_path / "x.onnx").exists()
+
+
+@needs_raccoon
+@pytest.mark.slow
+def test_photo_without_boxes_is_background(tmp_path, capsys):
+    import re
+
+    root = _voc_copy(tmp_path, count=4)
+    xml = _first_xml(root)
+    xml.write_text(re.sub(r"<object>.*?</object>", "", xml.read_text(), flags=re.S))
+    summary = train_detector(root, DETECT, tmp_path / "out", epochs=1, progress=False)
+    assert summary["train_photos"] == 4 and summary["classes"] == ["raccoon"] and 0 <= summary["map"] <= 1
+    assert (tmp_path / "out" / "best.safetensors").is_file()
