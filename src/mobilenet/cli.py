@@ -141,9 +141,16 @@ def _given(args: argparse.Namespace, names: Any) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> None:
     from dataclasses import fields
 
+    from .detection import is_detection_task
     from .train import TrainConfig, train
 
-    train(TrainConfig(**_given(args, [f.name for f in fields(TrainConfig)])))
+    given = _given(args, [f.name for f in fields(TrainConfig)])
+    if is_detection_task(given.get("weights"), given.get("data")):
+        from .detection.train import train_detector
+
+        train_detector(**given)
+        return
+    train(TrainConfig(**given))
 
 
 @_command("sweep")
@@ -348,8 +355,14 @@ def _stored_ranges(args: argparse.Namespace) -> tuple[dict[str, tuple[float, int
 def _export(args: argparse.Namespace) -> None:
     import torch
 
+    from .detection.weights import is_detector
     from .export import DEFAULT_SUFFIX, export_model, export_output_path
 
+    if args.weights and is_detector(args.weights):
+        from .detection.export import export_detector
+
+        print(export_detector(args.weights[0], args.output, args.format)[1])
+        return
     out = None
     if args.output:  # checked before any work: the format decides the file kind, the suffix must agree
         out = _noted(export_output_path(args.output, args.format))

@@ -80,11 +80,12 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _convs(folded: MobileNetV1, size: tuple[int, int]) -> list[_Conv]:
-    """Every conv of a BN-folded model with the pads it applies at input ``size`` (H, W)."""
+def _convs(folded: MobileNetV1 | None, size: tuple[int, int], units: Sequence[tuple[str, Any]] | None = None) -> list[_Conv]:
+    """Every conv of a BN-folded model (or the given chain of BN-folded ``units``, as the detector's
+    extra layers are) with the pads it applies at input ``size`` (H, W)."""
     h, w = size
     out = []
-    for name, unit in conv_units(folded):
+    for name, unit in units if units is not None else conv_units(folded):  # type: ignore[arg-type]
         conv: nn.Conv2d = unit.conv  # type: ignore[assignment]
         k, s = conv.kernel_size[0], conv.stride[0]
         pad = unit._modules.get("pad")

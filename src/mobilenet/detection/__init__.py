@@ -5,17 +5,22 @@ below this package knows about boxes. Modules, bottom-up: ``spec`` (layout, anch
 post-processing as data, and the cost model), ``anchors`` (TF's multiple-grid generator),
 ``boxes`` (box code and NMS on torchvision.ops), ``model`` (the network), ``tflite_import``
 (Google's TF Lite detectors), ``weights`` (our safetensors), ``data`` (COCO JSON, Pascal VOC),
-``runtime`` (PyTorch or LiteRT), ``evaluate`` (COCO AP with pycocotools) and ``api`` (the journeys).
+``runtime`` (PyTorch or LiteRT), ``evaluate`` (COCO AP with pycocotools), ``api`` (the journeys),
+``train`` (fine-tuning on your own boxes) and ``export`` (a detect.tflite for phone apps).
 """
 
 from .api import convert_detector, detect, detect_files, evaluate_detector, is_detection_task, ssd_mobilenet_v1
+from .export import export_detector
 from .model import SSDMobileNetV1
 from .spec import COCO_NAMES, POSTPROCESSES, AnchorConfig, DetectorConfig, PostProcessConfig, detector_cost
+from .train import RECIPE, DetectionRecipe, train_detector
 
 __all__ = [
     "COCO_NAMES",
     "POSTPROCESSES",
+    "RECIPE",
     "AnchorConfig",
+    "DetectionRecipe",
     "DetectorConfig",
     "PostProcessConfig",
     "SSDMobileNetV1",
@@ -24,6 +29,8 @@ __all__ = [
     "detect_files",
     "detector_cost",
     "evaluate_detector",
+    "export_detector",
     "is_detection_task",
     "ssd_mobilenet_v1",
+    "train_detector",
 ]

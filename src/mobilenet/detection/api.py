@@ -201,7 +201,7 @@ def _category_map(names: list[str], data: DetectionSet, class_agnostic: bool) ->
 
 def evaluate_detector(
     weights: Any,
-    data: PathLike,
+    data: PathLike | DetectionSet,
     *,
     images: PathLike | None = None,
     runtime: str = "torch",
@@ -209,19 +209,24 @@ def evaluate_detector(
     class_agnostic: bool = False,
     batch_size: int = 8,
     limit: int | None = None,
+    inputs: Sequence[Tensor] | None = None,
 ) -> dict[str, Any]:
     """COCO AP (pycocotools) of a detector on a COCO instances JSON or a Pascal VOC root.
 
     ``postprocess`` defaults to 'coco' (TF OD API's per-class NMS, 100 detections), the setting
     COCO mAP is reported under; 'tflite' is the phone file's 10 detections (with
     ``runtime="litert"``: the file's own op). Model classes are matched to the data's categories
-    by name; ``class_agnostic`` counts every detection as the data's one category.
+    by name; ``class_agnostic`` counts every detection as the data's one category. ``data`` may
+    also be a :class:`~mobilenet.detection.data.DetectionSet` already read, and ``inputs`` its
+    images already loaded by :func:`load_input` (training's validation, every epoch).
     """
     from .evaluate import coco_map
 
-    if data is None:
+    if isinstance(data, DetectionSet):
+        pass
+    elif data is None:
         raise ValueError("a detector is evaluated on boxes: pass --data ANNOTATIONS.json (COCO) or a Pascal VOC root")
-    if not is_detection_data(data):
+    elif not is_detection_data(data):
         kind = "a folder of class folders (classifier data)" if Path(data).is_dir() else "not box data"
         raise ValueError(
             f"--data {str(data)!r} is {kind}; a detector is evaluated on a COCO instances JSON or a Pascal VOC root "
@@ -229,7 +234,7 @@ def evaluate_detector(
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
-    dataset = read_detection_data(data, images)
+    dataset = data if isinstance(data, DetectionSet) else read_detection_data(data, images)
     runner = _runner(weights, runtime)
     mapping = _category_map(runner.config.names, dataset, class_agnostic)
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -237,11 +242,15 @@ def evaluate_detector(
     found: list[dict[str, Any]] = []
     for first in range(0, count, batch_size):
         infos = dataset.coco["images"][first : min(first + batch_size, count)]
-        loaded = [
-            load_input(f, runner.config.resolution, runner.config.interpolation)
-            for f in dataset.files[first : first + len(infos)]
-        ]
-        batch = torch.stack([pixels for pixels, _ in loaded])
+        if inputs is not None:
+            batch = torch.stack(list(inputs[first : first + len(infos)]))
+        else:
+            batch = torch.stack(
+                [
+                    load_input(f, runner.config.resolution, runner.config.interpolation)[0]
+                    for f in dataset.files[first : first + len(infos)]
+                ]
+            )
         for info, det in zip(infos, _run(runner, batch, postprocess)):
             det = _to_pixels(det, float(info["width"]), float(info["height"]))
             xywh = det["boxes"].clone()

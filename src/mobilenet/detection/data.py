@@ -234,6 +234,14 @@ def read_voc(root: str | os.PathLike[str], split: str | None = None) -> Detectio
         images.append({"id": image_id, "file_name": file.name, "width": width, "height": height})
         files.append(file)
         for name, (x0, y0, x1, y1), difficult in objects:
+            if x1 <= x0 or y1 <= y0:
+                # Inclusive VOC corners allow a 1-pixel box, but a max at or before its min is a
+                # swapped or unfinished annotation, not a box.
+                raise _fail(
+                    xml,
+                    f"object {name!r} has xmin={x0:g}, ymin={y0:g}, xmax={x1:g}, ymax={y1:g}: each max must exceed its min; "
+                    "fix or drop that <object>",
+                )
             box = [x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1]
             _check_box(xml, f"object {name!r}", box, width, height)
             annotations.append(

@@ -1,0 +1,561 @@
+"""Fine-tuning a detector on your own boxes: ``mobilenet train --data DIR --weights detect.tflite``.
+
+The recipe (:data:`RECIPE`), read top to bottom in :func:`train_detector`:
+
+1. Data: a Pascal VOC root (train on ``train``, validate on ``val``, or ``test`` when there is no
+   ``val``) or a COCO instances JSON (validated on the ``val``/``test`` JSON beside it). The
+   classes are the training set's; a validation class the training set lacks is an error.
+2. Model: the detector's backbone and extra layers keep their weights, BN folded and frozen (160
+   photos cannot retrain 3.2 M weights; Google's COCO features already see animals). The box head
+   is kept (box regression is class-agnostic in SSD); the class head is replaced by one for the
+   data's classes, its background row kept and each new class row started from the COCO class the
+   training boxes are most often detected as (a warm start: the zero-shot detector already finds
+   raccoons as cats, dogs and bears). Weights of ours already trained on these classes keep both.
+3. Targets: each anchor matched to a box at IoU >= 0.5 (torchvision's ``Matcher``; every box
+   also gets its best anchor), box codes [ty, tx, th, tw] with TF's scales 10/10/5/5.
+4. Loss: smooth L1 on the matched anchors' codes, plus sigmoid focal loss on the classes (the
+   detector scores classes with a sigmoid), both over the number of matched anchors.
+5. Augmentation (torchvision.transforms.v2, boxes follow the pixels): photometric distortion,
+   zoom out, IoU crop, horizontal flip, squash to 300x300, drop boxes cropped away.
+6. AdamW with a cosine schedule after a short warm-up; after each epoch, val COCO AP with
+   pycocotools (``map``, ``map_50``) into ``metrics.jsonl``; ``best.safetensors`` (best ``map``),
+   ``last.safetensors`` and ``summary.json``; every file written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..checkpoint import atomic_write
+from ..data import open_rgb
+from .data import DetectionSet, load_input, read_coco, read_voc
+from .model import SSDMobileNetV1
+from .weights import read_detector, save_detector
+
+__all__ = ["RECIPE", "DetectionRecipe", "detection_loss", "match_anchors", "train_detector"]
+
+PathLike = str | os.PathLike[str]
+
+#: Photos are kept in memory with their longer side at most this (a crop then a 300 px squash
+#: needs no more; raccoon's 2000 px photos would otherwise be decoded every epoch).
+_CACHE_SIDE = 640
+
+
+@dataclass(frozen=True)
+class DetectionRecipe:
+    """The settings of a detector fine-tuning run (``mobilenet train`` flags of the same names)."""
+
+    name: str = "ssd-heads"
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup: float = 1.0  # epochs of linear warm-up
+    loss: str = "focal"  # focal (sigmoid focal loss) or ohem (sigmoid BCE, hard negatives 3:1)
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    neg_pos_ratio: int = 3
+    match_iou: float = 0.5
+    train_box_head: bool = True
+    warm_start: bool = True  # new class rows from the COCO class the train boxes are detected as
+    augment: bool = True
+    seed: int = 0
+
+    def describe(self) -> str:
+        cls = "sigmoid focal" if self.loss == "focal" else f"sigmoid BCE + hard negatives {self.neg_pos_ratio}:1"
+        return (
+            f"recipe {self.name}: frozen backbone and extras (BN folded), "
+            f"{'box head fine-tuned' if self.train_box_head else 'box head kept frozen'}, new class head; "
+            f"{cls} + smooth L1, match IoU {self.match_iou:g}; AdamW lr {self.lr:g} wd {self.weight_decay:g}, cosine; "
+            f"{self.epochs} epochs x batch {self.batch_size}"
+        )
+
+
+RECIPE = DetectionRecipe()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def _bar(items: Any, show: bool, desc: str) -> Any:
+    """tqdm over ``items`` on a terminal (a log file gets the per-epoch lines only)."""
+    import sys
+
+    if not (show and sys.stderr.isatty()):
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _voc_splits(root: Path) -> tuple[str, str]:
+    sets = root / "ImageSets" / "Main"
+    if not (sets / "train.txt").is_file():
+        have = sorted(p.stem for p in sets.glob("*.txt")) if sets.is_dir() else []
+        raise FileNotFoundError(
+            f"{root}: no training split {sets / 'train.txt'} (found: {', '.join(have) or 'no split files'}); "
+            "list the training photos' names there, one a line"
+        )
+    val = next((s for s in ("val", "test") if (sets / f"{s}.txt").is_file()), None)
+    if val is None:
+        raise FileNotFoundError(
+            f"{root}: no validation split: write {sets / 'val.txt'} (or test.txt) listing the photos to validate on"
+        )
+    return "train", val
+
+
+def _coco_val(path: Path) -> Path:
+    for word in ("val", "test"):
+        if "train" in path.name:
+            candidate = path.with_name(path.name.replace("train", word))
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(
+        f"{path}: no validation JSON beside it; write one named like it with 'train' replaced by 'val' "
+        "(e.g. instances_train.json -> instances_val.json), or pass a Pascal VOC root with a val split"
+    )
+
+
+def read_splits(data: PathLike) -> tuple[DetectionSet, DetectionSet, str]:
+    """(train set, validation set, the validation split's name) of a VOC root or a COCO train JSON."""
+    path = Path(data)
+    if path.suffix.lower() == ".json" or path.is_file():
+        val_path = _coco_val(path)
+        train, val, val_name = read_coco(path), read_coco(val_path), val_path.name
+        # COCO crowd boxes mark regions to ignore in the metric; as training targets they would be wrong.
+        train.coco["annotations"] = [a for a in train.coco["annotations"] if not a.get("iscrowd")]
+    else:
+        if not path.exists():
+            raise FileNotFoundError(f"data {str(path)!r} does not exist")
+        if not ((path / "Annotations").is_dir() and (path / "JPEGImages").is_dir()):
+            raise ValueError(
+                f"--data {str(path)!r} is not box data: a detector trains on a Pascal VOC root "
+                "(JPEGImages/, Annotations/, ImageSets/Main/train.txt) or a COCO instances JSON"
+            )
+        train_split, val_name = _voc_splits(path)
+        train, val = read_voc(path, train_split), read_voc(path, val_name)
+        train.coco["annotations"] = [a for a in train.coco["annotations"] if not a.get("iscrowd")]  # VOC 'difficult'
+    train_names = {n.strip().lower() for n in train.categories.values()}
+    extra = sorted(n for n in val.categories.values() if n.strip().lower() not in train_names)
+    if extra:
+        raise ValueError(
+            f"{val.source}: validation class(es) {', '.join(map(repr, extra))} have no training boxes in {train.source}; "
+            "add training boxes of them or drop them from the validation set"
+        )
+    if not train.coco["annotations"]:
+        raise ValueError(f"{train.source}: the training split holds no boxes: nothing to learn")
+    return train, val, val_name
+
+
+class _Photos(torch.utils.data.Dataset):
+    """Training photos, decoded once (longer side <= _CACHE_SIDE), with boxes and 1-based labels;
+    each access draws a fresh augmentation and squashes to ``size``."""
+
+    def __init__(self, data: DetectionSet, class_of: dict[int, int], size: int, augment: bool, progress: bool) -> None:
+        from torchvision import tv_tensors
+        from torchvision.transforms import v2
+
+        self.items = []
+        for i in _bar(range(len(data)), progress, "reading photos"):
+            img = open_rgb(data.files[i])
+            scale = min(1.0, _CACHE_SIDE / max(img.size))
+            if scale < 1:
+                img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
+            target = data.target(i)
+            # Pixel boxes rescaled by the actual resize, from the annotated size (the file's may differ).
+            info = data.coco["images"][i]
+            sx, sy = img.width / float(info["width"]), img.height / float(info["height"])
+            boxes = target["boxes"] * torch.tensor([sx, sy, sx, sy])
+            pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+            labels = torch.tensor([class_of[int(c)] for c in target["labels"]], dtype=torch.long)
+            self.items.append(
+                (tv_tensors.Image(pixels), tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=pixels.shape[-2:]), labels)
+            )
+        steps: list[Any] = []
+        if augment:
+            steps += [
+                v2.RandomZoomOut(fill={tv_tensors.Image: (124, 116, 104), "others": 0}, side_range=(1.0, 2.0), p=0.3),
+                v2.RandomIoUCrop(),
+                v2.RandomHorizontalFlip(),
+            ]
+        steps += [v2.Resize((size, size), antialias=True), v2.SanitizeBoundingBoxes(min_size=1)]
+        if augment:
+            # Colour changes after the squash: on 300x300 pixels they cost a third of what they do on the photo.
+            steps.append(v2.RandomPhotometricDistort(p=0.5))
+        self.transform = v2.Compose(steps)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        image, boxes, labels = self.items[i]
+        out = self.transform({"image": image, "boxes": boxes, "labels": labels})
+        size = out["image"].shape[-1]
+        return out["image"].as_subclass(Tensor), out["boxes"].as_subclass(Tensor) / size, out["labels"]
+
+
+def _collate(batch: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch], [b[2] for b in batch]
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets and loss
+
+
+def match_anchors(
+    boxes: Tensor, labels: Tensor, anchors_xyxy: Tensor, anchors: Tensor, iou: float, scales: tuple[float, ...]
+) -> tuple[Tensor, Tensor]:
+    """One image's boxes (K, 4) normalized [x0, y0, x1, y1] and labels (K,) 1-based → per anchor
+    (class target (A,), 0 = background; box code target (A, 4) [ty, tx, th, tw], valid where class > 0)."""
+    from torchvision.models.detection._utils import Matcher
+    from torchvision.ops import box_iou
+
+    from .boxes import encode_boxes
+
+    count = anchors.shape[0]
+    if boxes.numel() == 0:
+        return torch.zeros(count, dtype=torch.long), torch.zeros(count, 4)
+    # As TF's ArgMaxMatcher(0.5, 0.5, force_match_for_each_row=True) does for SSD.
+    matched = Matcher(iou, iou, allow_low_quality_matches=True)(box_iou(boxes, anchors_xyxy))
+    positive = matched >= 0
+    index = matched.clamp(min=0)
+    classes = torch.where(positive, labels[index], torch.zeros_like(index))
+    codes = encode_boxes(boxes[index], anchors, scales)
+    return classes, torch.where(positive[:, None], codes, torch.zeros_like(codes))
+
+
+def detection_loss(
+    codes: Tensor, logits: Tensor, target_classes: Tensor, target_codes: Tensor, recipe: DetectionRecipe
+) -> tuple[Tensor, Tensor]:
+    """(classification, box) losses of a batch, each summed and divided by the matched anchors.
+
+    ``logits`` (N, A, C) have background in column 0; only columns 1.. are trained, as one sigmoid
+    per class (background is "no class fires"), which is how the detector's post-processing reads them.
+    """
+    import torch.nn.functional as F
+    from torchvision.ops import sigmoid_focal_loss
+
+    positive = target_classes > 0
+    num_pos = max(1, int(positive.sum()))
+    onehot = F.one_hot(target_classes, logits.shape[-1])[..., 1:].float()
+    fg = logits[..., 1:].float()
+    if recipe.loss == "focal":
+        cls = sigmoid_focal_loss(fg, onehot, alpha=recipe.focal_alpha, gamma=recipe.focal_gamma, reduction="sum")
+    else:
+        per_anchor = F.binary_cross_entropy_with_logits(fg, onehot, reduction="none").sum(-1)  # (N, A)
+        # SSD's hard-negative mining: per image, the 3 x (its positives) background anchors with the
+        # highest loss (at least a few, so a photo without boxes still teaches "nothing here").
+        negative_loss = per_anchor.detach().masked_fill(positive, -1.0)
+        rank = negative_loss.argsort(1, descending=True).argsort(1)
+        keep = (rank < (recipe.neg_pos_ratio * positive.sum(1, keepdim=True)).clamp(min=8)) & ~positive
+        cls = per_anchor[positive | keep].sum()
+    box = F.smooth_l1_loss(codes.float()[positive], target_codes[positive], beta=1.0, reduction="sum")
+    return cls / num_pos, box / num_pos
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+def _warm_rows(source: SSDMobileNetV1, trunk: nn.Module, photos: _Photos, num_new: int, batch: int = 16) -> list[int]:
+    """For each new class, the source class whose score is highest on the anchors matched to its
+    training boxes (un-augmented photos, at most 64: the vote settles long before): the row its
+    class head starts from."""
+    from torchvision.transforms.v2 import functional as TF
+
+    votes = torch.zeros(num_new + 1, source.num_classes)
+    anchors = source.anchors()
+    corners = _xyxy(anchors)
+    size = source.config.resolution
+    items = photos.items[:64]
+    with torch.inference_mode():
+        for first in range(0, len(items), batch):
+            chunk = items[first : first + batch]
+            x = torch.stack([TF.resize(image.as_subclass(Tensor), [size, size], antialias=True) for image, _, _ in chunk])
+            _, logits = _heads(source, trunk(_scale(x, source)))
+            for (image, boxes, labels), image_logits in zip(chunk, logits):
+                h, w = image.shape[-2:]
+                scaled = boxes.as_subclass(Tensor) / torch.tensor([w, h, w, h])
+                classes, _ = match_anchors(scaled, labels, corners, anchors, 0.5, source.config.box_scales)
+                probs = torch.sigmoid(image_logits)
+                for c in range(1, num_new + 1):
+                    votes[c] += probs[classes == c].sum(0)
+    votes[:, 0] = -1  # background is never a class's warm start
+    return [int(votes[c].argmax()) for c in range(num_new + 1)]
+
+
+def _xyxy(anchors: Tensor) -> Tensor:
+    yc, xc, h, w = anchors.unbind(-1)
+    return torch.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], -1)
+
+
+def _scale(images: Tensor, model: SSDMobileNetV1) -> Tensor:
+    return ((images.float() - model.config.mean) / model.config.std).contiguous(memory_format=torch.channels_last)
+
+
+def _heads(model: SSDMobileNetV1, maps: list[Tensor]) -> tuple[Tensor, Tensor]:
+    n = maps[0].shape[0]
+    codes = [h(m).permute(0, 2, 3, 1).reshape(n, -1, 4) for h, m in zip(model.box_heads, maps)]
+    logits = [h(m).permute(0, 2, 3, 1).reshape(n, -1, model.num_classes) for h, m in zip(model.class_heads, maps)]
+    return torch.cat(codes, 1), torch.cat(logits, 1)
+
+
+class _Trunk(nn.Module):
+    """The frozen backbone and extra layers, BN folded: images → the six feature maps."""
+
+    def __init__(self, model: SSDMobileNetV1) -> None:
+        super().__init__()
+        from ..model import fold_batchnorm
+
+        self.backbone = fold_batchnorm(model.backbone).to(memory_format=torch.channels_last)
+        folded = fold_batchnorm(model)  # extras are ConvBNAct too
+        self.extras = folded.extras.to(memory_format=torch.channels_last)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        maps = self.backbone.forward_intermediates(x, (16, 32))
+        y = maps[-1]
+        for block in self.extras:
+            y = block(y)
+            maps.append(y)
+        return maps
+
+
+def _build(source_state: dict[str, Tensor], source_config: Any, names: list[str]) -> tuple[SSDMobileNetV1, bool]:
+    """The detector for ``names`` (background first): source weights everywhere the shapes allow;
+    returns (model, whether the class head was kept because the source already has these classes)."""
+    source = SSDMobileNetV1.from_state_dict(source_state, source_config)
+    same = [n.lower() for n in source.config.names] == [n.lower() for n in names]
+    config = source.config.replace(num_classes=len(names), class_names=tuple(names), labels=None)
+    model = SSDMobileNetV1(config)
+    own = model.state_dict()
+    model.load_state_dict(
+        {k: (source_state[k] if k in source_state and source_state[k].shape == v.shape else v) for k, v in own.items()}
+    )
+    return model, same
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {str(out)!r} is a file; pass a folder for the run's outputs")
+    if any((out / n).exists() for n in ("metrics.jsonl", "last.safetensors", "summary.json")) and not overwrite:
+        raise FileExistsError(f"--out {out} already holds a training run; pass --overwrite to replace it, or another --out")
+
+
+def _recipe_from(given: dict[str, Any]) -> DetectionRecipe:
+    known = {f.name for f in fields(DetectionRecipe)}
+    changes = {k: v for k, v in given.items() if k in known and v is not None}
+    recipe = RECIPE.__class__(**{**asdict(RECIPE), **changes})
+    for name in ("epochs", "batch_size"):
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an integer >= 1")
+    for name in ("lr", "weight_decay", "warmup"):
+        value = getattr(recipe, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
+            raise ValueError(f"{name}={value!r} must be a finite number {'> 0' if name == 'lr' else '>= 0'}")
+    if recipe.loss not in ("focal", "ohem"):
+        raise ValueError(f"loss={recipe.loss!r}: choose 'focal' or 'ohem'")
+    return recipe
+
+
+def train_detector(
+    data: PathLike | None = None,
+    weights: Any = None,
+    out: PathLike = "runs/detector",
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    limit: int | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Fine-tunes a detector (Google's detect.tflite, or one of ours) on a VOC root or COCO JSON.
+
+    ``settings`` override :data:`RECIPE` (``epochs``, ``batch_size``, ``lr``, ``loss``, ...);
+    ``limit`` trains on the first ``limit`` training photos only (quick runs and tests). Returns
+    the summary, also written to ``out/summary.json``. Nothing is written to ``out`` before the
+    data, the weights and the settings have all been checked.
+    """
+    from .api import evaluate_detector
+
+    unknown = sorted(set(settings) - {f.name for f in fields(DetectionRecipe)})
+    if unknown:
+        raise ValueError(
+            f"{', '.join('--' + u.replace('_', '-') for u in unknown)} {'does' if len(unknown) == 1 else 'do'} not apply to detector training; "
+            f"detector flags: {', '.join('--' + f.name.replace('_', '-') for f in fields(DetectionRecipe) if f.name != 'name')}"
+        )
+    recipe = _recipe_from(settings)
+    if data is None:
+        raise ValueError("detector training needs boxes: pass --data, a Pascal VOC root or a COCO instances JSON")
+    if weights is None:
+        raise ValueError("detector training starts from a detector: pass --weights detect.tflite (Google's) or one of ours")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit={limit!r} must be an integer >= 1")
+    out = Path(out)
+    _check_out(out, overwrite)
+    train_set, val_set, val_name = read_splits(data)
+    if limit is not None and limit < len(train_set):
+        train_set = _subset(train_set, limit)
+    source_state, source_config = read_detector(weights)
+    names = ["background", *sorted(train_set.categories.values(), key=str.lower)]
+    print(
+        f"{recipe.describe()}; train: {train_set.source} ({len(train_set)} photos, {len(train_set.coco['annotations'])} boxes), "
+        f"validate on {val_name} ({len(val_set)} photos)",
+        flush=True,
+    )
+
+    random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    model, kept_classes = _build(source_state, source_config, names)
+    trunk = _Trunk(model)
+    class_of = {cid: names.index(name) for cid, name in train_set.categories.items()}
+    photos = _Photos(train_set, class_of, model.config.resolution, recipe.augment, progress)
+    if not kept_classes:
+        source = SSDMobileNetV1.from_state_dict(source_state, source_config)
+        with torch.no_grad():
+            for head in model.class_heads:
+                head.weight.normal_(0, 0.03)
+                # A low prior for every new class (RetinaNet's 0.01), so the first steps are not
+                # swamped by the ~1900 background anchors.
+                head.bias.fill_(-math.log(99.0))
+            if recipe.warm_start:
+                rows = _warm_rows(source, trunk, photos, len(names) - 1)
+                print(
+                    f"class head warm start: {', '.join(f'{names[c]} <- {source.config.names[r]}' for c, r in enumerate(rows) if c)}"
+                )
+                for head, old in zip(model.class_heads, source.class_heads):
+                    per = old.out_channels // source.num_classes
+                    w_old = old.weight.view(per, source.num_classes, *old.weight.shape[1:])
+                    b_old = old.bias.view(per, source.num_classes)
+                    w_new = head.weight.view(per, len(names), *head.weight.shape[1:])
+                    b_new = head.bias.view(per, len(names))
+                    for c, r in enumerate(rows):
+                        w_new[:, c] = w_old[:, 0 if c == 0 else r]
+                        b_new[:, c] = b_old[:, 0 if c == 0 else r]
+    train_params = [*model.class_heads.parameters()] + ([*model.box_heads.parameters()] if recipe.train_box_head else [])
+    model.requires_grad_(False)
+    for p in train_params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(train_params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    loader = torch.utils.data.DataLoader(
+        photos,
+        batch_size=min(recipe.batch_size, len(photos)),
+        shuffle=True,
+        drop_last=False,
+        collate_fn=_collate,
+        generator=generator,
+    )
+    total_steps = recipe.epochs * len(loader)
+    warm_steps = max(1, round(recipe.warmup * len(loader))) if recipe.warmup > 0 else 0
+
+    def lr_at(step: int) -> float:
+        if step < warm_steps:
+            return recipe.lr * (step + 1) / warm_steps
+        t = (step - warm_steps) / max(1, total_steps - warm_steps)
+        return recipe.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+    # The validation photos as the detector sees them, loaded once (decoding 2000 px JPEGs every epoch costs seconds).
+    val_inputs = [load_input(f, model.config.resolution, model.config.interpolation)[0] for f in val_set.files]
+    anchors = model.anchors()
+    corners = _xyxy(anchors)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_lines: list[str] = []
+    best: dict[str, Any] = {"map": -1.0}
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        sums = {"loss": 0.0, "loss_cls": 0.0, "loss_box": 0.0}
+        bar = _bar(loader, progress, f"epoch {epoch}/{recipe.epochs}")
+        for images, boxes, labels in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            targets = [
+                match_anchors(b, lab, corners, anchors, recipe.match_iou, model.config.box_scales)
+                for b, lab in zip(boxes, labels)
+            ]
+            target_classes = torch.stack([t[0] for t in targets])
+            target_codes = torch.stack([t[1] for t in targets])
+            with torch.no_grad():
+                maps = trunk(_scale(images, model))
+            codes, logits = _heads(model, maps)
+            loss_cls, loss_box = detection_loss(codes, logits, target_classes, target_codes, recipe)
+            loss = loss_cls + loss_box
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            n = images.shape[0]
+            sums["loss"] += float(loss.detach()) * n
+            sums["loss_cls"] += float(loss_cls.detach()) * n
+            sums["loss_box"] += float(loss_box.detach()) * n
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        model.eval()
+        result = evaluate_detector(model, val_set, postprocess="coco", inputs=val_inputs)
+        row = {
+            "epoch": epoch,
+            **{k: round(v / len(photos), 5) for k, v in sums.items()},
+            "lr": lr_at(step - 1),
+            "map": round(result["map"], 5),
+            "map_50": round(result["map_50"], 5),
+            "map_75": round(result["map_75"], 5),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        metrics_lines.append(json.dumps(row))
+        text = "\n".join(metrics_lines) + "\n"
+        atomic_write(out / "metrics.jsonl", lambda tmp, text=text: Path(tmp).write_text(text))
+        meta = {"epoch": str(epoch), "val_map": f"{row['map']:.5f}", "val_map_50": f"{row['map_50']:.5f}", "recipe": recipe.name}
+        save_detector(out / "last.safetensors", model, **meta)
+        if row["map"] > best["map"]:
+            best = row
+            save_detector(out / "best.safetensors", model, **meta)
+        print(
+            f"epoch {epoch}/{recipe.epochs}: loss {row['loss']:.4f} (cls {row['loss_cls']:.4f}, box {row['loss_box']:.4f})  "
+            f"val {val_name} map {row['map']:.4f}  map_50 {row['map_50']:.4f}  [{row['seconds']:.0f}s]",
+            flush=True,
+        )
+    summary = {
+        "task": "detection",
+        "recipe": asdict(recipe),
+        "data": str(data),
+        "weights": str(weights[0] if isinstance(weights, (list, tuple)) else weights),
+        "validation": val_name,
+        "train_photos": len(photos),
+        "classes": names[1:],
+        "best_epoch": best["epoch"],
+        "map": best["map"],
+        "map_50": best["map_50"],
+        "map_75": best["map_75"],
+        "last": json.loads(metrics_lines[-1]),
+        "seconds": round(time.perf_counter() - start, 1),
+        "best_weights": str(out / "best.safetensors"),
+    }
+    atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
+    print(f"best: epoch {best['epoch']}, val map {best['map']:.4f}, map_50 {best['map_50']:.4f} -> {out / 'best.safetensors'}")
+    return summary
+
+
+def _subset(data: DetectionSet, count: int) -> DetectionSet:
+    images = data.coco["images"][:count]
+    ids = {im["id"] for im in images}
+    coco = {**data.coco, "images": images, "annotations": [a for a in data.coco["annotations"] if a["image_id"] in ids]}
+    return DetectionSet(coco, data.files[:count], data.source)
