@@ -593,6 +593,7 @@ def fit_classifier(
     # only hand back something at least as good as, the probe.
     best_top1, best_state = -1.0, None
     for epoch in range(probe_cfg.epochs):
+        _seed_epoch(probe_cfg, train_feats, epoch)  # the batches and dropout of a linear-probe run's epoch
         head.train()
         train_one_epoch(head, train_feats, optimizer, scheduler, probe_cfg, device=device, epoch=epoch)
         top1 = validate(head, val_feats, probe_cfg, num_classes=model.config.num_classes, device=device)["top1"]
