@@ -1,4 +1,4 @@
-"""The ``mobilenet`` command: a thin argparse front over the library. No logic lives here."""
+"""The ``mobilenet`` command: a thin argparse front over the library."""
 
 from __future__ import annotations
 

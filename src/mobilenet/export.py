@@ -6,12 +6,13 @@ beside the runtimes; this module only writes files.
 Every exported file carries the model's config (``mobilenet_config``: α, resolution, classes,
 labels), in the ONNX metadata or beside the program, and every write is atomic.
 
-int8 is ONNX Runtime's static quantization in QDQ form: int8 weights with one scale per output
-channel (depthwise filters vary too much across channels for one scale), uint8 activations with
-ranges calibrated on sample images. We chose it over PyTorch's PT2E flow (moved out of PyTorch
-into torchao, and its int8 kernels need Inductor) and OpenVINO's (a 180 MB runtime) because the
-result is one portable file that ONNX Runtime, OpenVINO and TensorRT all run, and because on the
-machine in benchmarks/RESULTS.md it ran faster than Google's int8 model under LiteRT.
+int8 has one scheme per runtime. onnx-int8 is ONNX Runtime's static quantization in QDQ form:
+int8 weights with one scale per output channel (depthwise filters vary too much across channels
+for one scale), uint8 activations with ranges calibrated on sample images; for a desktop or server
+file we chose it over OpenVINO's (a 180 MB runtime) because one portable file runs in ONNX
+Runtime, OpenVINO and TensorRT. tflite-int8 is full-integer int8 written by
+:mod:`mobilenet.litert` itself (the scheme of :mod:`mobilenet.quantize`), and pte-int8 is PyTorch's
+PT2E flow (torchao) with XNNPACK's quantizer, which ExecuTorch needs (:mod:`mobilenet.pte`).
 """
 
 from __future__ import annotations
