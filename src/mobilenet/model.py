@@ -16,6 +16,7 @@ from .spec import MIN_RESOLUTION, Block, MobileNetConfig, build_blocks, reconcil
 
 __all__ = ["ConvBNAct", "DepthwiseSeparable", "FeatureExtractor", "MobileNetV1", "TFSamePad2d", "fold_batchnorm"]
 
+
 class TFSamePad2d(nn.Module):
     """TensorFlow's 'SAME' padding for a strided conv, which depends on the input's parity.
 

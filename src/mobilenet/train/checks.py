@@ -73,7 +73,7 @@ def check_config(cfg: Any) -> None:
         value = getattr(cfg, name)
         if isinstance(value, (list, tuple)):
             if not 1 <= len(value) <= 2:
-                raise ValueError(f"{name} takes one file (or Google's two split .tflite files), got {len(value)}")
+                raise ValueError(f"{name} takes one file (or Google's two split TF Lite files), got {len(value)}")
             # One file is the plain path; two stay a list (extractor + head).
             setattr(cfg, name, value[0] if len(value) == 1 else tuple(value))
 

@@ -27,7 +27,7 @@ class TrainConfig:
     out: str = _opt("output folder", default="runs/mobilenet")
     weights: str | tuple[str, ...] | None = _opt(
         "start from these weights (fine-tuning; a new classifier unless they were trained on the data's classes): "
-        "a file, a registry name, or Google's two split 1.0-224 .tflite files",
+        "a file, a registry name, or Google's two split 1.0-224 TF Lite files",
         nargs="+",
     )
     freeze_backbone: bool = _opt("train the classifier only (a linear probe); needs --weights", default=False)

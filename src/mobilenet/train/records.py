@@ -185,7 +185,7 @@ def write_summary(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     try:
-        from .plots import plot_training
+        from ..plots import plot_training
 
         plot_training(logger.rows, out / "curves.png")
         summary["plot"] = str(out / "curves.png")
