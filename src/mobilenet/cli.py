@@ -235,6 +235,7 @@ def _bench(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(result.rows)
         else:
+            print(result.heading)
             print(format_per_layer(result.rows))
         return 0
     if args.json:

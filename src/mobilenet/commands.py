@@ -156,11 +156,12 @@ def convert(sources: Weights, output: str | os.PathLike[str]) -> ConvertResult:
 
 @dataclass
 class BenchResult:
-    """``timings`` (:class:`~mobilenet.bench.Timing`), or with ``per_layer`` the profile's ``rows``;
-    ``plot``: the latency plot written, if asked for; ``notes`` for the user (a suffix added)."""
+    """``timings`` (:class:`~mobilenet.bench.Timing`), or with ``per_layer`` the profile's ``rows``
+    and a ``heading`` saying what was profiled; ``plot``: the latency plot written, if asked for; ``notes`` for the user (a suffix added)."""
 
     timings: list[Any] = field(default_factory=list)
     rows: list[dict[str, Any]] | None = None
+    heading: str = ""
     plot: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -215,6 +216,7 @@ def bench(
     if per_layer:
         res, batch = resolutions[0], batch_size[0]
         result.rows = per_layer_profile(first, torch.rand(batch, first.config.in_chans, res, res) * 2 - 1)
+        result.heading = f"eager PyTorch (BN folded, channels_last), α={first.config.width_mult:g}, {res} px, batch {batch}"
         return result
 
     def build(alpha: float, res: int) -> Any:
