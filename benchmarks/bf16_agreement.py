@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from _common import IMAGES, MODELS, REFERENCE, cpu_name
 
 from mobilenet import mobilenet_v1
-from mobilenet.data import image_batches, transforms_for
+from mobilenet.data import image_batches
 from mobilenet.deploy import optimize
 from mobilenet.model import fold_batchnorm
 from mobilenet.quantize import conv_units
@@ -82,9 +82,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, files in studies.items():
         model = mobilenet_v1(weights=[str(f) for f in files] if len(files) > 1 else str(files[0])).eval()
-        transform = transforms_for(model.config)
-        photos = image_batches(REFERENCE.parent / "data" / "flowers", 0, limit=args.limit, transform=transform)
-        photos += image_batches(IMAGES, 0, limit=args.limit, transform=transform)
+        photos = image_batches(REFERENCE.parent / "data" / "flowers", model.config, limit=args.limit)
+        photos += image_batches(IMAGES, model.config, limit=args.limit)
         x = torch.cat(photos)
         folded = fold_batchnorm(model)
         with torch.inference_mode():

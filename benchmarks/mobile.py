@@ -54,7 +54,7 @@ def build_files(name: str, files: list[Path], folder: Path, calibration_images: 
     """The five candidates' files for one model, and a photo to feed them."""
     model = load_weights([str(f) for f in files]).eval()
     transform = transforms_for(model.config)
-    calibration = image_batches(FLOWERS / "train", 0, limit=calibration_images, transform=transform, seed=2)
+    calibration = image_batches(FLOWERS / "train", model.config, limit=calibration_images, seed=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,7 +57,68 @@ def tree(tmp_path_factory) -> Path:
     torch.save({"conv_stem.weight": torch.zeros(1)}, root / "odd.pt")
     small = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10).eval()
     torch.jit.save(torch.jit.trace(small, torch.zeros(1, 3, 32, 32)), root / "m.torchscript.pt")
+    _round_three_files(root)
     return root
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes that declares ``width`` x ``height`` pixels: a decompression bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def _round_three_files(root: Path) -> None:
+    """Issue 20's inputs: absurd images, odd layouts, links, weights that load wrongly."""
+    import argparse
+    import json
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from mobilenet import mobilenet_v1
+    from mobilenet.checkpoint import save_weights, weights_metadata
+
+    Image.new("RGB", (1, 200000)).save(root / "tall.png")  # 863 bytes; resized, 7.4 M pixels long
+    (root / "huge.png").write_bytes(_png_header(10000, 10000))  # 1x to 2x PIL's limit: PIL only warns
+    (root / "bomb.png").write_bytes(_png_header(30000, 30000))  # beyond 2x: PIL refuses with its own error
+    os.mkfifo(root / "fifo.jpg")  # opening it would block forever
+    two = root / "two"
+
+    def tree_of(name: str, splits: tuple[str, ...] = ("train", "val")) -> Path:
+        for split in splits:
+            for c in ("a", "b"):
+                (root / name / split / c).mkdir(parents=True)
+                for i in range(4):
+                    (root / name / split / c / f"{i}.png").write_bytes((two / "train" / c / f"{i}.png").read_bytes())
+        return root / name
+
+    tree_of("valonly", ("val",))
+    tree_of("trainonly", ("train",))
+    (tree_of("valfile", ("train",)) / "val").write_text("not a folder")
+    os.symlink("..", tree_of("loopclass") / "train" / "c")  # a class folder that is the data folder's parent
+    os.symlink("../../train/a/0.png", tree_of("leak") / "val" / "a" / "x.png")  # a training photo in val
+    os.symlink("../b/0.png", tree_of("relabel") / "train" / "a" / "x.png")  # b's photo filed under a
+
+    good = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    nan = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    with torch.no_grad():
+        nan.blocks[3].pw.bn.running_var[0] = float("nan")
+    save_weights(root / "nan.safetensors", nan)
+    meta = weights_metadata(root / "w25.safetensors")
+    ints = {k: v.round().long() if v.is_floating_point() else v for k, v in good.state_dict().items()}
+    save_file(ints, str(root / "int.safetensors"), metadata=meta)
+    floats = {k: v.contiguous() for k, v in good.state_dict().items()}
+    for name, config in (("listconfig", [0.25, 32]), ("nullconfig", None)):
+        save_file(floats, str(root / f"{name}.safetensors"), metadata={**meta, "mobilenet_config": json.dumps(config)})
+
+    # Any object beyond tensors makes torch.save write a pickle that names code to run on loading.
+    torch.save({"model": argparse.Namespace(lr=0.1)}, root / "pickle.pth")
 
 
 CASES = [
@@ -126,6 +188,36 @@ CASES = [
     (["export", "--weights", W, "--format", "pt2", "-o", "{root}/run"], "is a folder"),
     (["convert", str(SMALL), "-o", "{root}/fresh/c.txt"], "ends in '.txt'"),
     (["bench", "-a", "0.25", "-r", "32", "--plot", "{root}/fresh/p.txt"], "ends in '.txt'"),
+    # Round three (issue 20). 1. Images: one reading policy, refused before anything is decoded.
+    (["predict", "{root}/tall.png", "--weights", W], "1x200000 pixels has a side ratio beyond 100:1"),
+    (["predict", "{root}/huge.png", "--weights", W], "decompression-bomb limit"),
+    (["predict", "{root}/bomb.png", "--weights", W], "decompression-bomb limit"),
+    (["predict", "{root}/fifo.jpg", "--weights", W], "not a regular file"),
+    (
+        ["predict", IMG, "--weights", W, "--crop", "1e-6", "--preprocess", "torchvision"],
+        "crop=1e-06 must be a fraction in [0.05, 1]",
+    ),
+    (["train", "--data", "{root}/loopclass", *FAST, "--out", "{root}/o9"], "holds the data folder itself"),
+    (["train", "--data", "{root}/leak", *FAST, "--out", "{root}/o10"], "validation must be held out"),
+    (["train", "--data", "{root}/relabel", *FAST, "--out", "{root}/o11"], "a photo must have one label"),
+    # 2. Layouts that are not what they seem.
+    (["train", "--data", "{root}/valonly", *FAST, "--out", "{root}/o12"], "has val/ but no train/"),
+    (["train", "--data", "{root}/valfile", *FAST, "--out", "{root}/o13"], "val is a file, not a folder"),
+    (["eval", "--weights", W, "--data", "{root}/valfile"], "val is a file, not a folder"),
+    (["eval", "--weights", W, "--data", "{root}/trainonly"], "has train/ but no val/"),
+    # 3. Weights that would load and answer wrongly.
+    (["predict", IMG, "--weights", "{root}/nan.safetensors"], "blocks.3.pw.bn.running_var holds 1 NaN or infinite value"),
+    (["predict", IMG, "--weights", "{root}/int.safetensors"], "stem.conv.weight holds int64 values where the model has float32"),
+    # 4. Tracebacks that became sentences.
+    (["predict", IMG, "--weights", "{root}/listconfig.safetensors"], "must be a dict of fields (a JSON object), not list"),
+    (["predict", IMG, "--weights", "{root}/nullconfig.safetensors"], "must be a dict of fields (a JSON object), not NoneType"),
+    (["predict", IMG, "--weights", ""], "weights='' is an empty string"),
+    (["predict", "", "--weights", W], "image is an empty string"),
+    # 7. A pickle is refused with the reason, never with torch's "weights_only=False will likely succeed".
+    (["predict", IMG, "--weights", "{root}/pickle.pth"], "loading such a pickle runs whatever code it carries"),
+    # 9. Seeds every generator accepts.
+    (["train", *FAST, "--seed", str(2**64), "--out", "{root}/o14"], "seed=18446744073709551616 must be a whole number"),
+    (["train", *FAST, "--seed", "-1", "--out", "{root}/o15"], "seed=-1 must be a whole number"),
 ]
 
 
@@ -138,6 +230,7 @@ def test_bad_input_is_one_clear_line(tree, args, phrase):
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-1000:], proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr
     assert phrase in proc.stderr, proc.stderr
+    assert "weights_only=False" not in proc.stderr, "torch's advice to load untrusted pickles was passed on"
     # Validation comes before work: a refused run leaves no output folder behind.
     for flag in ("--out",):
         if flag in args and "already holds" not in phrase and "is a file" not in phrase:
@@ -216,3 +309,230 @@ def test_output_files_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+# Round three (issue 20): what the library refuses without the CLI, and what goes on despite bad input.
+
+
+def _api_cases() -> list[tuple[str, Any, type[Exception], str]]:
+    from mobilenet import MobileNetConfig, MobileNetV1, mobilenet_v1
+    from mobilenet.checkpoint import save_weights
+    from mobilenet.data import eval_transform, load_data, open_rgb
+    from mobilenet.train import TrainConfig
+
+    small = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=2)
+    return [
+        ("bn_eps inf", lambda: mobilenet_v1(bn_eps=float("inf")), ValueError, "bn_eps=inf must be a finite number > 0"),
+        ("bn_eps nan", lambda: mobilenet_v1(bn_eps=float("nan")), ValueError, "bn_eps=nan must be a finite number > 0"),
+        ("bn_eps 0", lambda: mobilenet_v1(bn_eps=0.0), ValueError, "bn_eps=0.0 must be a finite number > 0"),
+        ("list config", lambda: MobileNetV1([0.25, 32]), TypeError, "config must be a MobileNetConfig, not list"),
+        (
+            "null config",
+            lambda: MobileNetConfig.from_dict(None),
+            TypeError,
+            "must be a dict of fields (a JSON object), not NoneType",
+        ),
+        ("bytes weights", lambda: mobilenet_v1(weights=b"w.safetensors"), TypeError, "weights=b'w.safetensors' is bytes"),
+        ("empty weights", lambda: mobilenet_v1(weights=""), ValueError, "weights='' is an empty string"),
+        ("bytes data", lambda: load_data(b"data", 32), TypeError, "data folder b'data' is bytes"),
+        ("empty data", lambda: load_data("", 32), ValueError, "data folder is an empty string"),
+        ("seed 1.5", lambda: load_data(None, 32, seed=1.5), ValueError, "seed=1.5 must be a whole number"),
+        ("seed 2**64", lambda: load_data(None, 32, seed=2**64), ValueError, "seed=18446744073709551616 must be"),
+        ("train seed 1.5", lambda: TrainConfig(seed=1.5).validate(), ValueError, "seed=1.5 must be a whole number"),
+        ("bytes image", lambda: open_rgb(b"x.png"), TypeError, "image b'x.png' is bytes"),
+        ("empty output", lambda: save_weights("", small), ValueError, "output is an empty string"),
+        ("tiny crop", lambda: eval_transform(32, 1e-6), ValueError, "crop=1e-06 must be a fraction in [0.05, 1]"),
+    ]
+
+
+API_NAMES = [
+    "bn_eps inf", "bn_eps nan", "bn_eps 0", "list config", "null config", "bytes weights", "empty weights", "bytes data",
+    "empty data", "seed 1.5", "seed 2**64", "train seed 1.5", "bytes image", "empty output", "tiny crop",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", API_NAMES)
+def test_api_refuses_with_the_cause_named(name):
+    cases = {case[0]: case[1:] for case in _api_cases()}
+    assert sorted(cases) == sorted(API_NAMES)
+    call, kind, phrase = cases[name]
+    with pytest.raises(kind) as info:
+        call()
+    assert phrase in str(info.value)
+
+
+def test_eval_skips_bad_images_and_leaves_absent_classes_null(tree, tmp_path):
+    """One policy in eval: a FIFO and a symlinked folder are passed over with a warning each, an
+    unreadable and an absurd image are skipped and counted, and a class without images has no
+    accuracy (null), not 0.0."""
+    import json
+    import os
+    import shutil
+
+    from mobilenet import mobilenet_v1
+    from mobilenet.checkpoint import save_weights
+
+    data = tmp_path / "data"
+    shutil.copytree(tree / "two" / "val", data / "val")
+    os.mkfifo(data / "val" / "a" / "fifo.jpg")
+    shutil.copy(tree / "tall.png", data / "val" / "a" / "tall.png")
+    (data / "val" / "b" / "broken.png").write_text("<html>not found</html>")
+    os.symlink("../..", data / "val" / "a" / "loop")  # followed, it would repeat every photo, under class a
+    weights = tmp_path / "w3.safetensors"
+    save_weights(weights, mobilenet_v1(width_mult=0.25, resolution=32, num_classes=3, class_names=("a", "b", "c")))
+    proc = run("eval", "--weights", str(weights), "--data", str(data), "--per-class", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert (out["images"], out["skipped"]) == (8, 2)
+    assert out["classes"] == ["a", "b", "c"] and out["per_class_accuracy"][2] is None
+    assert all(isinstance(v, float) for v in out["per_class_accuracy"][:2])
+    for phrase in ("not regular files", "symlinked subfolders, not followed", "tall.png: 1x200000", "broken.png: not a readable"):
+        assert phrase in proc.stderr, proc.stderr
+
+
+def test_predict_skips_bad_images_and_goes_on(tree):
+    proc = run("predict", str(tree / "tall.png"), IMG.format(root=tree), str(tree / "fifo.jpg"), "--weights", W.format(root=tree))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert IMG.format(root=tree) in proc.stdout and "%" in proc.stdout and "tall.png" not in proc.stdout
+    assert "skipping" in proc.stderr and "skipped 2 unreadable image(s)" in proc.stderr
+
+
+def test_predict_streams_batches(tree):
+    """Results come a batch at a time: the first is out before the later images are even read."""
+    from mobilenet import mobilenet_v1
+    from mobilenet.predict import iter_predictions
+
+    taken: list[str] = []
+
+    def paths():
+        for i in range(6):
+            taken.append(str(i))
+            yield str(tree / "two" / "val" / "a" / f"{i % 4}.png")
+
+    results = iter_predictions(mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10), paths(), batch_size=2)
+    first = next(results)
+    assert "predictions" in first and len(taken) == 2
+    assert len([first, *results]) == 6 and len(taken) == 6
+
+
+def test_predict_refuses_nan_outputs(tree):
+    import torch
+
+    from mobilenet import mobilenet_v1
+    from mobilenet.predict import predict
+
+    model = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    with torch.no_grad():
+        model.classifier.bias.fill_(float("nan"))  # after loading: the load-time check cannot see it
+    with pytest.raises(ValueError, match="NaN or infinite: these weights produce NaN"):
+        predict(model, [IMG.format(root=tree)])
+
+
+def test_labels_follow_the_outputs_not_the_metadata(tree):
+    """Metadata claiming ImageNet on a 10-logit model: indices with a warning, never ImageNet's names;
+    evaluation refuses rather than score the wrong classes."""
+    import torch
+
+    from mobilenet import MobileNetConfig
+    from mobilenet.evaluate import evaluate
+    from mobilenet.predict import predict
+
+    class Liar:  # what a .tflite with the wrong metadata looks like through LiteRTModel
+        config = MobileNetConfig(width_mult=0.25, resolution=32, num_classes=1000, labels="imagenet1000")
+
+        def eval(self):
+            return self
+
+        def __call__(self, x):
+            return torch.arange(10.0).expand(len(x), 10)
+
+    with pytest.warns(UserWarning, match="gives 10 scores per image but its metadata names 1000 classes"):
+        (result,) = predict(Liar(), [IMG.format(root=tree)], topk=2)
+    assert [p["label"] for p in result["predictions"]] == ["class 9", "class 8"]
+    with pytest.raises(ValueError, match="metadata does not match its outputs"):
+        evaluate(Liar(), [(torch.zeros(2, 3, 32, 32), torch.tensor([0, 999]))], num_classes=1000)
+
+
+def test_predict_thread_choice(monkeypatch):
+    import torch
+
+    from mobilenet import mobilenet_v1
+    from mobilenet.predict import predict_threads
+
+    small = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert predict_threads(small) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert predict_threads(small) is None  # the user's choice stands
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("alpha,variant", [(0.25, "separable"), (0.75, "shallow"), (0.5, "conv")])
+def test_our_own_state_dict_pth_loads(tmp_path, alpha, variant):
+    """torch.save(model.state_dict()) of our own model: α, classes and variant read from the shapes."""
+    import torch
+
+    from mobilenet import mobilenet_v1
+
+    model = mobilenet_v1(width_mult=alpha, resolution=32, num_classes=7, variant=variant).eval()
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    with pytest.warns(UserWarning, match="bare state dict"):
+        loaded = mobilenet_v1(weights=str(tmp_path / "m.pth"))
+    c = loaded.config
+    assert (c.width_mult, c.num_classes, c.variant) == (alpha, 7, variant)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "fmt,name,needs",
+    [("onnx", "m.ONNX", "onnxruntime"), ("tflite", "m.TFLITE", "ai_edge_litert"), ("pte", "m.PTE", "executorch")],
+)
+def test_exported_suffix_in_capitals(tree, tmp_path, fmt, name, needs):
+    """m.ONNX, m.TFLITE and m.PTE are written and read back as what they are."""
+    pytest.importorskip(needs)
+    out = tmp_path / name
+    proc = run("export", "--weights", W.format(root=tree), "--format", fmt, "-o", str(out))
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
+    proc = run("predict", IMG.format(root=tree), "--weights", str(out))
+    assert proc.returncode == 0 and "%" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_links_inside_a_class_are_not_followed_and_shared_folders_refused(tree, tmp_path):
+    import os
+    import shutil
+
+    from mobilenet.data import SafeImageFolder, load_data
+
+    data = tmp_path / "d"
+    shutil.copytree(tree / "two", data)
+    os.symlink("../b", data / "train" / "a" / "more")  # would relabel b's photos as a
+    os.symlink("0.png", data / "train" / "b" / "again.png")  # the same photo twice
+    with pytest.warns(UserWarning) as record:
+        folder = SafeImageFolder(data / "train")
+    assert [t for _, t in folder.samples] == [0] * 4 + [1] * 4
+    messages = " ".join(str(w.message) for w in record)
+    assert "symlinked subfolders, not followed" in messages and "links to photos already listed" in messages
+    shutil.rmtree(data / "val" / "a")
+    os.symlink("../train/a", data / "val" / "a")  # the validation class is the training class
+    with pytest.raises(ValueError, match="share photos"), pytest.warns(UserWarning):
+        load_data(str(data), 32)
+
+
+def test_cache_mismatch_is_moved_aside_not_deleted(tmp_path, monkeypatch):
+    from mobilenet.weights.registry import cache_dir, download
+
+    mine = tmp_path / "model.tflite"
+    mine.write_bytes(b"my own file, not the download")
+    with pytest.raises(ValueError, match=r"moved to .*model\.tflite\.mismatch-") as info:
+        download("https://example.invalid/model.tflite", "0" * 64, directory=tmp_path)
+    (aside,) = tmp_path.glob("model.tflite.mismatch-*")
+    assert aside.read_bytes() == b"my own file, not the download" and str(aside) in str(info.value)
+    monkeypatch.setenv("MOBILENET_CACHE", str(mine.with_name("file.txt")))
+    mine.with_name("file.txt").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"MOBILENET_CACHE=.*is a file, not a folder"):
+        cache_dir()

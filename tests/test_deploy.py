@@ -147,9 +147,10 @@ def test_run_grid_reports_each_setting(tmp_path):
         min_seconds=0,
         report=seen.append,
     )
-    assert len(rows) == len(seen) == 2 * 2 * 2
+    # ONNX Runtime is timed twice: through our Predictor, and its own session.run beside it ("raw")
+    assert len(rows) == len(seen) == 2 * 2 * 3
     assert {(t.resolution, t.batch_size, t.backend) for t in rows} == {
-        (r, b, k) for r in (64, 96) for b in (1, 2) for k in ("eager", "onnxruntime")
+        (r, b, k) for r in (64, 96) for b in (1, 2) for k in ("eager", "onnxruntime", "onnxruntime raw")
     }
     assert all(t.p10_ms <= t.median_ms <= t.p90_ms and t.gmacs_per_s > 0 for t in rows)
     assert plot_latency(rows, tmp_path / "latency.png").stat().st_size > 1000
@@ -164,7 +165,7 @@ def test_cli_export_bench_and_predict(tmp_path):
         run_cli("bench", "-a", "0.25", "-r", "64", "--backend", "eager", "onnxruntime", "-b", "1", "--iters", "3",
                 "--min-seconds", "0", "--warmup", "1", "--json").stdout
     )  # fmt: skip
-    assert {r["backend"] for r in rows} == {"eager", "onnxruntime"}
+    assert {r["backend"] for r in rows} == {"eager", "onnxruntime", "onnxruntime raw"}
     assert all(r["median_ms"] > 0 and r["mult_adds"] > 0 for r in rows)
     proc = run_cli("bench", "--backend", "no-such", check=False)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr

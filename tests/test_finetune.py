@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ def finetuned(tmp_path_factory) -> Path:
     proc = mobilenet("train", "--data", str(FLOWERS), "--weights", str(SMALL), "--epochs", "4", "--out", str(out))
     first = proc.stdout.splitlines()[0]
     assert first.startswith("recipe: fine-tuning recipe") and "BN frozen" in first
+    (out.parent / "stdout.txt").write_text(proc.stdout)
     return out
 
 
@@ -57,6 +59,14 @@ def test_finetune_google_tflite_on_flowers(finetuned):
     result = summary(finetuned)
     assert result["recipe"] == "finetune"
     assert result["best_val_top1"] >= 0.72, result  # measured 0.80-0.815 (4-5 epochs); chance is 0.2
+    # The classifier-first stage is the run's own linear probe and its first candidate for best:
+    # what the fine-tune hands back is never worse on val than that probe.
+    stdout = (finetuned.parent / "stdout.txt").read_text()
+    probe = float(re.search(r"classifier fitted alone first .*val top-1 ([0-9.]+)", stdout).group(1))
+    assert result["best_val_top1"] >= probe
+    from mobilenet.checkpoint import weights_metadata
+
+    assert float(weights_metadata(finetuned / "best.safetensors")["val_top1"]) == pytest.approx(result["best_val_top1"], abs=1e-4)
     # The fine-tuned file carries Google's network and preprocessing, and the flowers' classes.
     from mobilenet import mobilenet_v1
 
@@ -291,7 +301,7 @@ def test_int8_simulation_is_what_litert_computes(finetuned, tmp_path):
     transform = transforms_for(model.config)
     val = load_data(str(FLOWERS), model.config.resolution, eval_tf=transform, train_tf=transform).val
     x = torch.stack([image for image, _ in val])
-    calibration = image_batches(FLOWERS / "train", 0, limit=128, transform=transform, seed=1)
+    calibration = image_batches(FLOWERS / "train", model.config, limit=128, seed=1)
     ranges = calibrate_ranges(fold_batchnorm(model), calibration)
     litert = LiteRTModel(export_tflite(model, tmp_path / "q.tflite", int8=True, calibration=calibration))(x)
     with torch.no_grad():

@@ -58,10 +58,9 @@ def google() -> tuple[MobileNetV1, torch.Tensor, list[torch.Tensor]]:
     from mobilenet.weights import load_weights
 
     model = load_weights(str(GOOGLE_025)).eval()
-    transform = transforms_for(model.config)
-    photos = image_batches(FLOWERS / "val", 128, limit=120, transform=transform, seed=1)
-    photos += image_batches(IMAGES, 128, limit=20, transform=transform)
-    calibration = image_batches(FLOWERS / "train", 128, limit=64, transform=transform, seed=2)
+    photos = image_batches(FLOWERS / "val", model.config, limit=120, seed=1)
+    photos += image_batches(IMAGES, model.config, limit=20)
+    calibration = image_batches(FLOWERS / "train", model.config, limit=64, seed=2)
     return model, torch.cat(photos), calibration
 
 

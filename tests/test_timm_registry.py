@@ -138,11 +138,13 @@ def test_registry_loads_from_cache_and_checks_hash(tmp_path, monkeypatch):
     assert model.config.width_mult == 0.25
     assert (model.config.preprocess, model.config.crop_pct) == ("tf", 0.875)
     assert (tmp_path / "mobilenet_v1_0.25_128_quant.safetensors").exists()  # converted once, cached
-    # a corrupted cached file is caught by its hash and deleted
+    # a corrupted cached file is caught by its hash and moved aside (never deleted: it may be someone's own)
     (tmp_path / "mobilenet_v1_0.5_160_quant.tflite").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="SHA-256"):
         mobilenet_v1(weights="TFLITE_QUANT_0_5_160")
     assert not (tmp_path / "mobilenet_v1_0.5_160_quant.tflite").exists()
+    (aside,) = tmp_path.glob("mobilenet_v1_0.5_160_quant.tflite.mismatch-*")
+    assert aside.read_bytes() == b"garbage"
 
 
 def test_offline_download_names_the_file(tmp_path):

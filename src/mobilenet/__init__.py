@@ -9,6 +9,7 @@
 from .builder import mobilenet_v1
 from .commands import export_model
 from .cost import CostReport, LayerCost, model_cost, separable_conv_cost, separable_cost_ratio, standard_conv_cost
+from .detection import ssd_mobilenet_v1
 from .model import FeatureExtractor, MobileNetV1
 from .spec import TABLE1, MobileNetConfig, build_blocks, build_layers, conv_defs, scaled_depth
 
@@ -30,5 +31,6 @@ __all__ = [
     "scaled_depth",
     "separable_conv_cost",
     "separable_cost_ratio",
+    "ssd_mobilenet_v1",
     "standard_conv_cost",
 ]

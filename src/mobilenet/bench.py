@@ -25,6 +25,7 @@ from .spec import MobileNetConfig
 __all__ = [
     "CallTimes",
     "Timing",
+    "cpu_description",
     "format_per_layer",
     "format_timings",
     "per_layer_profile",
@@ -32,6 +33,36 @@ __all__ = [
     "run_grid",
     "time_calls",
 ]
+
+
+# The CPU flags (Linux names) that decide how int8 and bf16 run: without VNNI, int8 dot products
+# go through vpmaddubsw (see mobilenet.export.MATMUL_WEIGHT_QMAX) and run at about half the speed.
+_INT8_FLAGS = {"avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "amx_int8": "AMX-INT8"}
+_BF16_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16"}
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its int8 / bf16 instructions, e.g. ``"AMD EPYC 7B13; int8: AVX2
+    only (no VNNI); bf16: none"``: numbers measured on CPUs that differ here must not be compared."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        return f"{name}; int8/bf16 features unknown"
+    int8 = [label for flag, label in _INT8_FLAGS.items() if flag in flags]
+    bf16 = [label for flag, label in _BF16_FLAGS.items() if flag in flags]
+    base = "AVX2" if "avx2" in flags else "no AVX2"
+    int8_text = ", ".join(int8) if int8 else f"{base} only (no VNNI)"
+    return f"{name}; int8: {int8_text}; bf16: {', '.join(bf16) or 'none'}"
 
 
 @dataclass(frozen=True)
@@ -292,18 +323,34 @@ def run_grid(
                     runner = predictor.with_threads(n_threads)
                     for batch in batch_sizes:
                         x = torch.rand(batch, model.config.in_chans, res, res) * 2 - 1  # type: ignore[union-attr]
-                        times = time_calls(lambda r=runner, x=x: r(x), warmup=warmup, iters=iters, min_seconds=min_seconds)
-                        timing = summarize(
-                            times,
-                            backend=backend,
-                            config=model.config.replace(resolution=res),
-                            batch_size=batch,
-                            threads=n_threads,
-                        )  # type: ignore[union-attr]
-                        results.append(timing)
-                        if report:
-                            report(timing)
+                        timed = _time_with_raw(runner, x, warmup=warmup, iters=iters, min_seconds=min_seconds)
+                        for suffix, times in timed:
+                            timing = summarize(
+                                times,
+                                backend=backend + suffix,
+                                config=model.config.replace(resolution=res),  # type: ignore[union-attr]
+                                batch_size=batch,
+                                threads=n_threads,
+                            )
+                            results.append(timing)
+                            if report:
+                                report(timing)
     return results
+
+
+def _time_with_raw(runner: Any, x: Tensor, *, warmup: int, iters: int, min_seconds: float) -> list[tuple[str, CallTimes]]:
+    """``runner(x)`` timed, and, for a runtime (ONNX Runtime, OpenVINO), the runtime's own call on
+    the same input beside it (a row named "<backend> raw"): the difference is what our wrapper
+    costs. The two alternate over three rounds, so a change in the machine's load hits both."""
+    raw = runner.raw_call(x) if hasattr(runner, "raw_call") else None
+    if raw is None:
+        return [("", time_calls(lambda: runner(x), warmup=warmup, iters=iters, min_seconds=min_seconds))]
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(3):
+        ours += time_calls(lambda: runner(x), warmup=warmup, iters=max(1, iters // 3), min_seconds=min_seconds / 3).times
+        theirs += time_calls(raw, warmup=warmup, iters=max(1, iters // 3), min_seconds=min_seconds / 3).times
+    return [("", CallTimes(tuple(ours), False)), (" raw", CallTimes(tuple(theirs), False))]
 
 
 # (heading, width, format) per column; columns are joined by a space, so a value wider than its

@@ -24,19 +24,39 @@ from .spec import MobileNetConfig
 
 __all__ = [
     "WeightsFileError",
+    "as_path",
     "atomic_write",
+    "config_from_state_dict",
+    "is_own_state_dict",
     "load_state",
     "load_weights_file",
     "save_state",
     "save_weights",
+    "torch_load_error",
     "weights_metadata",
 ]
 
 CONFIG_KEY = "mobilenet_config"
+#: An object detector's config (mobilenet.detection) is stored under its own key, so that a
+#: classifier loader can say "this is a detector" instead of failing on its tensors.
+DETECTOR_CONFIG_KEY = "mobilenet_detector_config"
 
 
 class WeightsFileError(ValueError):
     """A weights or checkpoint file that cannot be used; the message names the file and the problem."""
+
+
+def as_path(value: object, what: str = "path") -> Path:
+    """A path argument as a ``Path``. Bytes, an empty string and things that are not paths are
+    refused by name: ``Path("")`` is the current folder, which no caller means."""
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
+    if isinstance(text, bytes):
+        raise TypeError(f"{what} {value!r} is bytes; pass a str or pathlib.Path (os.fsdecode converts bytes)")
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a file path (a str or pathlib.Path), not {type(value).__name__} {value!r}")
+    if not text.strip():
+        raise ValueError(f"{what} is an empty string; pass a file path")
+    return Path(text)
 
 
 def _umask() -> int:
@@ -51,7 +71,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     Errors name ``path``, never the temporary file; the result gets the permissions ``open()``
     would give it (0666 less the umask), not ``mkstemp``'s private 0600.
     """
-    path = Path(path)
+    path = as_path(path, "output")
     if path.is_dir():
         raise IsADirectoryError(f"output {str(path)!r} is a folder; pass a file name (e.g. {path / 'model'}...)")
     try:
@@ -125,6 +145,81 @@ def load_weights_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Ten
     return tensors, config, meta
 
 
+def torch_load_error(path: str | os.PathLike[str], exc: BaseException, what: str) -> WeightsFileError:
+    """The error for a file that ``torch.load(weights_only=True)`` refused, naming ``path``.
+
+    torch's own message suggests ``weights_only=False``; we never pass it on. A pickle that holds
+    more than tensors can run any code when it is loaded, so such a file is refused, with what to
+    use instead.
+    """
+    import pickle
+    import re
+
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        holds = f" ({found[1]})" if found else ""
+        return WeightsFileError(
+            f"{path}: refused: it holds Python objects beyond tensors{holds}, and loading such a pickle runs whatever "
+            "code it carries, so torch files are read with weights_only=True only. Use weights in safetensors "
+            "(mobilenet.checkpoint.save_weights; `mobilenet convert` imports TF Lite, Keras and timm files); for a file "
+            "you trust, save its state_dict() with safetensors.torch.save_file"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return WeightsFileError(f"{path}: not a loadable {what} ({type(exc).__name__}: {first})")
+
+
+def is_own_state_dict(state: dict[str, Any]) -> bool:
+    """Whether ``state`` has our MobileNetV1's key layout (``stem.conv.weight``, ``blocks.N...``)."""
+    return "stem.conv.weight" in state and any(k.startswith("blocks.") for k in state)
+
+
+def config_from_state_dict(state: dict[str, Any], source: str = "state dict") -> MobileNetConfig:
+    """The config of one of our models saved as a bare ``state_dict()`` (``torch.save(model.state_dict())``):
+    α, classes, input channels and variant from the tensor shapes. Activation, padding and BN eps
+    leave no trace in the tensors, so the defaults are assumed, with a warning."""
+    import re
+    import warnings
+
+    from .spec import VARIANTS, build_blocks
+
+    def shape(key: str) -> tuple[int, ...]:
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor):
+            raise WeightsFileError(f"{source}: has no tensor {key}; not a MobileNet v1 state dict")
+        return tuple(value.shape)
+
+    blocks = sorted({int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if blocks != list(range(len(blocks))):
+        raise WeightsFileError(f"{source}: its blocks are numbered {blocks}; not a MobileNet v1 state dict")
+    kinds = ["separable" if f"blocks.{i}.dw.conv.weight" in state else "conv" for i in blocks]
+    last = f"blocks.{blocks[-1]}.pw.conv.weight" if kinds[-1] == "separable" else f"blocks.{blocks[-1]}.conv.weight"
+    width, in_chans = shape(last)[0], shape("stem.conv.weight")[1]
+    num_classes = shape("classifier.weight")[0] if "classifier.weight" in state else 0
+    # The block widths are int(depth * α): several α give the same ones; the first that does is used.
+    for variant in VARIANTS:
+        for alpha in (round(width / 1024, 4), width / 1024, (width + 0.5) / 1024):
+            try:
+                config = MobileNetConfig(width_mult=alpha, num_classes=num_classes, in_chans=in_chans, variant=variant)
+            except ValueError:
+                continue
+            spec = build_blocks(config)
+            if len(spec) - 1 != len(blocks) or any(
+                b.kind != kind or shape(f"blocks.{i}.{'pw.conv' if kind == 'separable' else 'conv'}.weight")[0] != b.out_channels
+                for i, (b, kind) in enumerate(zip(spec[1:], kinds))
+            ):
+                continue
+            warnings.warn(
+                f"{source} is a bare state dict (no config): α={config.width_mult:g}, {num_classes} classes and the "
+                f"{variant} variant come from its shapes, but activation, padding and bn_eps are not stored, so "
+                f"{config.activation}, {config.padding} and {config.bn_eps:g} are assumed. Save models with "
+                "mobilenet.checkpoint.save_weights to keep their config",
+                stacklevel=2,
+            )
+            return config
+    raise WeightsFileError(f"{source}: its layer widths fit no MobileNet v1 (α, variant) of Table 1")
+
+
 def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Writes training state (must hold only tensors, numbers, strings, lists and dicts)."""
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
@@ -137,4 +232,4 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise WeightsFileError(f"{path}: not a loadable training checkpoint ({type(exc).__name__}: {exc})") from None
+        raise torch_load_error(path, exc, "training checkpoint") from None

@@ -93,9 +93,11 @@ _CALIBRATION_IMAGES = _int_at_least(1, "how many calibration images int8 uses; a
 def _cost(args: argparse.Namespace) -> None:
     from .cost import model_cost
 
-    report = model_cost(
-        width_mult=args.width_mult, resolution=args.resolution, num_classes=args.num_classes, variant=args.variant
-    )
+    given = {k: getattr(args, k) for k in ("width_mult", "resolution", "num_classes", "variant") if getattr(args, k) is not None}
+    if args.detector:
+        report = _detector_cost(args, given)
+    else:
+        report = model_cost(**given)
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -148,7 +150,13 @@ def _eval(args: argparse.Namespace) -> None:
         workers=args.workers,
         preprocess=args.preprocess,
         runtime=args.runtime,
+        images=args.images,
+        postprocess=args.postprocess,
+        class_agnostic=args.class_agnostic,
     )
+    if "map" in result:  # a detector's COCO AP
+        _print_detection_eval(args, result)
+        return
     if args.json:
         if not args.per_class:
             result.pop("confusion")
@@ -176,12 +184,18 @@ def _predict(args: argparse.Namespace) -> None:
 
     results = predict(args.images, args.weights, topk=args.topk, crop=args.crop, preprocess=args.preprocess, runtime=args.runtime)
     if args.json:
-        _print_json(results)
+        _print_json(list(results))
         return
-    for r in results:
+    skipped = 0
+    for r in results:  # printed as each batch finishes, not after the last image
+        if "error" in r:  # already warned about
+            skipped += 1
+            continue
         print(r["image"])
         for p in r["predictions"]:
-            print(f"  {p['probability']:7.2%}  {p['index']:4d}  {p['label']}")
+            print(f"  {p['probability']:7.2%}  {p['index']:4d}  {p['label']}", flush=True)
+    if skipped:
+        print(f"skipped {skipped} unreadable image(s)", file=sys.stderr)
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -189,10 +203,7 @@ def _convert(args: argparse.Namespace) -> None:
 
     result = convert([args.source, *([args.source2] if args.source2 else [])], args.output)
     _note(result.notes)
-    c = result.config
-    print(
-        f"wrote {result.path}: MobileNet v1 α={c.width_mult:g}, {c.resolution}px, {c.num_classes} classes, {c.activation}, padding={c.padding}"
-    )
+    print(result.summary)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -221,6 +232,9 @@ def _bench(args: argparse.Namespace) -> int:
     from .commands import bench
 
     if not args.json and not args.per_layer:
+        from .bench import cpu_description
+
+        print(f"cpu: {cpu_description()}")
         print(format_timings([]))
     result = bench(
         args.weights, width_mult=args.width_mult, resolution=args.resolution, num_classes=args.num_classes,
@@ -285,6 +299,100 @@ def _train_flags(sweep: bool = False) -> list[Flag]:
     return flags_out
 
 
+# ---------------------------------------------------------------------------------------------
+# Detection (mobilenet.detection): `detect`, and what `cost`, `eval` and `convert` need for detectors.
+# Each command calls one library function; the library decides what the weights and data are.
+
+
+def _detector_cost(args: argparse.Namespace, given: dict[str, Any]) -> Any:
+    from .detection import detector_cost
+
+    if "variant" in given:
+        raise ValueError("--variant is for the classifier; SSD MobileNet v1 uses the paper's separable net")
+    return detector_cost(**given)
+
+
+def _folder_or_json(text: str) -> str:
+    """An argparse type: an existing folder, or an annotation .json file (box data for detectors)."""
+    if Path(text).suffix.lower() == ".json":
+        if not Path(text).exists():
+            raise argparse.ArgumentTypeError(f"annotation file {text!r} does not exist")
+        return text
+    return _folder(text)
+
+
+def _print_detection_eval(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if args.json:
+        _print_json(result)
+        return
+    print(
+        f"{args.weights[0]}: COCO AP {result['map']:.4f}  AP50 {result['map_50']:.4f}  AP75 {result['map_75']:.4f}  on "
+        f"{result['images']} images, {result['objects']} objects ({result['postprocess']} post-processing, "
+        f"{result['runtime']}, {result['seconds']:.1f} s)"
+    )
+
+
+def _detect(args: argparse.Namespace) -> None:
+    from .detection import detect_files
+
+    results = detect_files(
+        args.weights, args.images, runtime=args.runtime, postprocess=args.postprocess, score_threshold=args.score, draw=args.draw
+    )
+    if args.json:
+        _print_json(results)
+        return
+    for r in results:
+        print(f"{r['image']} ({r['width']}x{r['height']}): {len(r['detections'])} detection(s)")
+        for d in r["detections"]:
+            print(f"  {d['score']:6.3f}  {d['label']:<16} [{', '.join(f'{v:.0f}' for v in d['box'])}]")
+        if "drawing" in r:
+            print(f"  drew {r['drawing']}")
+
+
+_DETECTOR_COST: Flag = (
+    ("--detector",),
+    {
+        "choices": ["ssd"],
+        "help": "ssd: SSD MobileNet v1 as TF OD API builds it (Table 13; default 300 px, 91 classes with background)",
+    },
+)
+_DETECTION_EVAL: list[Flag] = [
+    (("--images",), {"type": _folder, "help": "detectors: the image folder of a COCO JSON (default: COCO's layout)"}),
+    (
+        ("--postprocess",),
+        {
+            "choices": ["coco", "tflite"],
+            "help": "detectors: coco = TF OD API's per-class NMS, 100 detections (default for eval); "
+            "tflite = the phone file's fast NMS, 10 detections (default for detect: the weights' own)",
+        },
+    ),
+    (("--class-agnostic",), {"action": "store_true", "help": "detectors: every detection counts as the data's one category"}),
+]
+_DETECT: list[Flag] = [
+    (("images",), {"nargs": "+"}),
+    (
+        ("--weights",),
+        {"required": True, "help": "a detector: Google's detect.tflite, or our .safetensors from mobilenet convert"},
+    ),
+    (
+        ("--runtime",),
+        {"choices": ["torch", "litert"], "default": "torch", "help": "litert: run the .tflite itself in LiteRT (default: ours)"},
+    ),
+    (
+        ("--postprocess",),
+        {
+            "choices": ["coco", "tflite"],
+            "help": "tflite: fast NMS, 10 detections; coco: per-class NMS (default: the weights' own)",
+        },
+    ),
+    (
+        ("--score",),
+        {"type": _finite_float(0.0, "a score in [0, 1]"), "help": "show detections scoring at least this (default 0.5)"},
+    ),
+    (("--draw",), {"help": "folder to write each photo to, with its boxes and labels drawn (PNG)"}),
+    (("--json",), {"action": "store_true"}),
+]
+
 #: Flags several subcommands share.
 _JSON: Flag = (("--json",), {"action": "store_true", "help": "machine-readable output"})
 _PREPROCESS_HELP = (
@@ -326,10 +434,12 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
     calibration_dir = "int8: folder of sample images (searched recursively)"
     return {
         "cost": ("Mult-Adds and params for any α, resolution, class count and variant", [
-            (("--width-mult", "-a"), {"type": _WIDTH, "default": 1.0, "help": "width multiplier α (default 1.0)"}),
-            (("--resolution", "-r"), {"type": resolution, "default": 224, "help": "input size, the resolution multiplier ρ·224 (default 224)"}),
-            (("--variant",), {"choices": VARIANTS, "default": "separable", "help": "separable = the paper's net; conv = Table 4's Conv MobileNet; shallow = Table 5's"}),
-            (("--num-classes",), {"type": _int_at_least(0, "0 = no classifier, the features only"), "default": 1000}),
+            # No defaults here: the library states them (224 px, 1000 classes; a detector's own).
+            (("--width-mult", "-a"), {"type": _WIDTH, "help": "width multiplier α (default 1.0)"}),
+            (("--resolution", "-r"), {"type": resolution, "help": "input size, the resolution multiplier ρ·224 (default 224)"}),
+            (("--variant",), {"choices": VARIANTS, "help": "separable = the paper's net; conv = Table 4's Conv MobileNet; shallow = Table 5's"}),
+            (("--num-classes",), {"type": _int_at_least(0, "0 = no classifier, the features only"), "help": "default 1000"}),
+            _DETECTOR_COST,
             (("--per-layer",), {"action": "store_true", "help": "print one row per layer, as Table 1"}),
             (("--json",), {"action": "store_true", "help": "machine-readable output (always includes the per-layer rows)"}),
         ], _cost),
@@ -338,11 +448,12 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
         "sweep": ("train an α x resolution grid and plot accuracy vs Mult-Adds (Figures 4, 5)", _train_flags(sweep=True), _sweep),
         "eval": ("top-1/top-5 of saved weights on an ImageFolder tree or the built-in set", [
             (("--weights",), {"required": True, "nargs": "+", "help": weights}),
-            (("--data",), {"type": _folder, "help": "ImageFolder tree (class folders, or DIR/val/<class>); default: built-in digits val split"}),
+            (("--data",), {"type": _folder_or_json, "help": "ImageFolder tree (class folders, or DIR/val/<class>); default: built-in digits val split. Detectors: a COCO instances JSON or a Pascal VOC root"}),
             (("--batch-size",), {"type": _BATCH, "default": 64}),
             (("--workers",), {"type": _int_at_least(0, "data-loading processes; 0 = in this process"), "default": 0}),
             (("--per-class",), {"action": "store_true", "help": "per-class accuracy and the confusion matrix"}),
             *_inference_flags(),
+            *_DETECTION_EVAL,
         ], _eval),
         "predict": ("top-k labels for images", [
             (("images",), {"nargs": "+"}),
@@ -385,6 +496,7 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
             (("source2",), {"nargs": "?", "help": "second file (the head of Google's split 1.0-224 TF Lite model)"}),
             (("-o", "--output"), {"required": True}),
         ], _convert),
+        "detect": ("objects in photos: label, score and pixel box [x0, y0, x1, y1] (SSD detectors)", _DETECT, _detect),
     }  # fmt: skip
 
 

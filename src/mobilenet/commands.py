@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec import MobileNetConfig, reconcile
+from .spec import reconcile
 
 __all__ = ["BenchResult", "ConvertResult", "ExportResult", "bench", "convert", "evaluate", "export_model", "predict"]
 
@@ -100,15 +100,29 @@ def evaluate(
     workers: int = 0,
     preprocess: str | None = None,
     runtime: str = "torch",
+    images: str | None = None,
+    postprocess: str | None = None,
+    class_agnostic: bool = False,
 ) -> dict[str, Any]:
     """``mobilenet eval``: top-1, top-5, loss, per-class accuracy and the confusion matrix of the
     weights (or an exported file, in its runtime: :func:`mobilenet.deploy.inference_model`) on
-    ``data`` (default: the built-in digits' val split), with the weights' own preprocessing."""
+    ``data`` (default: the built-in digits' val split), with the weights' own preprocessing. A
+    detector, or box data, is the detection task's: COCO AP from
+    :func:`mobilenet.detection.evaluate_detector` (``images``, ``postprocess``, ``class_agnostic``)."""
     from .deploy import inference_model
+    from .detection import evaluate_detector, is_detection_task
     from .evaluate import evaluate as measure
     from .evaluate import evaluation_data
 
-    model = inference_model(_files(weights), runtime)
+    files = _files(weights)
+    if is_detection_task(files, data):
+        if len(files) != 1:
+            raise ValueError(f"a detector is one weights file; got {len(files)}")
+        return evaluate_detector(
+            files[0], data, images=images, runtime=runtime, postprocess=postprocess or "coco",
+            class_agnostic=class_agnostic, batch_size=min(batch_size, 16),
+        )  # fmt: skip
+    model = inference_model(files, runtime)
     loader, label_offset, classes = evaluation_data(model, data, batch_size=batch_size, workers=workers, preprocess=preprocess)
     result = measure(model, loader, num_classes=len(classes), label_offset=label_offset)
     result["classes"] = classes
@@ -123,18 +137,21 @@ def predict(
     crop: float | None = None,
     preprocess: str | None = None,
     runtime: str = "torch",
-) -> list[dict[str, Any]]:
-    """``mobilenet predict``: the top-k labels of each image."""
+) -> Iterator[dict[str, Any]]:
+    """``mobilenet predict``: the top-k labels of each image, yielded a batch at a time
+    (:func:`mobilenet.predict.iter_predictions`; ``{image, error}`` for an unreadable one)."""
     from .deploy import inference_model
-    from .predict import predict as classify
+    from .predict import iter_predictions
 
-    return classify(inference_model(_files(weights), runtime), images, topk=topk, crop=crop, preprocess=preprocess)
+    return iter_predictions(inference_model(_files(weights), runtime), images, topk=topk, crop=crop, preprocess=preprocess)
 
 
 @dataclass
 class ConvertResult:
+    """``path`` written; ``summary``, one line on what it holds; ``notes`` for the user."""
+
     path: Path
-    config: MobileNetConfig
+    summary: str
     notes: list[str] = field(default_factory=list)
 
 
@@ -142,16 +159,22 @@ def convert(sources: Weights, output: str | os.PathLike[str]) -> ConvertResult:
     """``mobilenet convert``: TF Lite (two files for the split 1.0-224 model), Keras .h5 or timm
     weights into our safetensors file, config included."""
     from .checkpoint import save_weights
+    from .detection import convert_detector, is_detection_task
     from .export import output_path
     from .formats import FORMATS
     from .weights import load_weights
 
     suffixes = FORMATS["safetensors"].suffixes
     out, note = output_path(output, suffixes, suffixes[0], "convert")
-    files = _files(sources)
+    files, notes = _files(sources), [note] if note else []
+    if len(files) == 1 and is_detection_task(files):
+        path, summary = convert_detector(files[0], out)
+        return ConvertResult(path, summary, notes)
     model = load_weights(files[0] if len(files) == 1 else files)
     out = save_weights(out, model, source=" + ".join(Path(s).name for s in files))
-    return ConvertResult(out, model.config, [note] if note else [])
+    c = model.config
+    summary = f"wrote {out}: MobileNet v1 α={c.width_mult:g}, {c.resolution}px, {c.num_classes} classes, {c.activation}, padding={c.padding}"
+    return ConvertResult(out, summary, notes)
 
 
 @dataclass
@@ -195,7 +218,7 @@ def bench(
 
     from .bench import per_layer_profile, plot_latency, run_grid
     from .deploy import model_for
-    from .export import calibration_batches, output_path, stored_activation_ranges
+    from .export import int8_calibration, output_path, stored_activation_ranges
 
     files, note = _files(weights), note or (lambda _: None)
     result = BenchResult()
@@ -227,7 +250,7 @@ def bench(
 
     def calibrate(res: int) -> list[Any]:
         if calibration:
-            return calibration_batches(calibration, None, res, calibration_images)
+            return int8_calibration(calibration, first.config, res, calibration_images)
         note("int8 calibrated on random inputs (speed only); pass --calibration DIR for a usable model")
         return [torch.rand(8, first.config.in_chans, res, res) * 2 - 1 for _ in range(4)]
 

@@ -34,11 +34,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .export import calibration_batches
 from .extras import install_hint, missing
 from .formats import FORMATS, check_model_file, export_format, format_of
 from .model import MobileNetV1, fold_batchnorm
 from .runtimes.common import Predictor
-from .runtimes.onnxruntime import ExportedModel
+from .runtimes.onnxruntime import ExportedModel, OnnxRuntimePredictor
 from .runtimes.openvino import OpenVINOPredictor
 from .runtimes.torch import TorchPredictor
 from .spec import reconcile
@@ -48,7 +49,10 @@ __all__ = [
     "BACKENDS",
     "RUNTIMES",
     "ExportedModel",
+    "OnnxRuntimePredictor",
+    "OpenVINOPredictor",
     "Predictor",
+    "TorchPredictor",
     "backend_available",
     "fold_batchnorm",
     "inference_model",
@@ -125,14 +129,15 @@ def optimize(
     backend: str = "eager",
     *,
     threads: int | None = None,
-    calibration: Iterable[Tensor] | None = None,
+    calibration: Iterable[Tensor] | str | os.PathLike[str] | None = None,
     activation_ranges: dict[str, tuple[float, int]] | None = None,
     workdir: str | os.PathLike[str] | None = None,
     resolution: int | None = None,
 ) -> Predictor:
     """The fastest form of ``model`` on ``backend`` (see the module docstring), ready to call.
 
-    ``calibration`` (batches of preprocessed images) or ``activation_ranges`` (a quantized TF Lite
+    ``calibration`` (a folder of sample images, preprocessed as the model's config says, or
+    batches already preprocessed that way) or ``activation_ranges`` (a quantized TF Lite
     model's own, from :func:`mobilenet.weights.tflite.activation_quantization`) is needed by the
     int8 backends;
     ``workdir`` keeps the ONNX files the ONNX backends write (default: a temporary folder).
@@ -147,6 +152,7 @@ def optimize(
         )
     if threads:
         torch.set_num_threads(threads)
+    calibration = calibration_batches(model, calibration, resolution)
     folded = fold_batchnorm(model)
     if backend in ("eager", "compiled", "bf16"):
         # bf16: weights and activations in bfloat16 throughout (oneDNN accumulates in fp32); the
@@ -224,7 +230,7 @@ def inference_model(
     them (Google's TF Lite files in LiteRT); someone else's TF Lite file otherwise loads as weights."""
     values = [str(weights)] if isinstance(weights, (str, os.PathLike)) else [str(w) for w in weights]
     for value in values:  # a local file is checked for what it is before any runtime parses it
-        if Path(value).suffix or os.sep in value or Path(value).exists():
+        if value.strip() and (Path(value).suffix or os.sep in value or Path(value).exists()):
             check_model_file(value)
     formats = {format_of(v) for v in values}
     if runtime != "torch":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,6 +52,14 @@ def evaluate(
         with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)
         logits = logits.float()
+        if logits.dim() != 2 or logits.shape[1] < label_offset + num_classes:
+            # Metadata that names more classes than the model scores (a .tflite claiming ImageNet on a
+            # 10-class head) would index past the logits, or score against the wrong classes.
+            scores = logits.shape[1] if logits.dim() == 2 else f"outputs of shape {tuple(logits.shape)}, not"
+            raise ValueError(
+                f"the model gives {scores} scores per image, but evaluating {num_classes} classes needs "
+                f"{label_offset + num_classes}; its metadata does not match its outputs"
+            )
         loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
         c1, c5 = topk_correct(logits, targets)
         top1, top5, n = top1 + c1, top5 + c5, n + len(targets)
@@ -60,7 +69,9 @@ def evaluate(
         )
     if n == 0:
         raise ValueError("evaluation saw no readable images")
-    per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1).float()).tolist()
+    # A class without images has no accuracy: None (JSON null), not a 0.0 that reads as "all wrong".
+    hits, counts = confusion.diag().tolist(), confusion.sum(1).tolist()
+    per_class = [h / c if c else None for h, c in zip(hits, counts)]
     return {
         "top1": top1 / n,
         "top5": top5 / n,
@@ -73,7 +84,12 @@ def evaluate(
 
 
 def evaluation_data(
-    model: nn.Module, data: str | None, *, batch_size: int = 64, workers: int = 0, preprocess: str | None = None
+    model: nn.Module,
+    data: str | os.PathLike[str] | None,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    preprocess: str | None = None,
 ) -> tuple[Any, int, list[str]]:
     """A loader for ``model`` on ``data`` with the model's own preprocessing (``preprocess`` overrides it).
 
@@ -92,11 +108,21 @@ def evaluation_data(
             raise ValueError(f"these weights predict {config.num_classes} classes; the built-in digits have 10. Pass --data DIR")
         dataset = DigitsDataset("val", config.resolution)
         return DataLoader(dataset, batch_size, num_workers=workers, collate_fn=skip_bad_collate), 0, DigitsDataset.classes
-    from pathlib import Path
+    from .checkpoint import as_path
+    from .data import split_folders
 
-    root = Path(data)
-    if (root / "val").is_dir():
-        root = root / "val"
+    root = as_path(data, "data folder")
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"data folder {str(root)!r} {what}")
+    train_dir, val_dir = split_folders(root)
+    if val_dir is not None:
+        root = val_dir
+    elif train_dir is not None:
+        raise ValueError(
+            f"data folder {str(root)!r} has train/ but no val/; eval measures held-out images in {root / 'val'}/<class>/ "
+            f"(to score the training images, pass --data {train_dir})"
+        )
     folders = SafeImageFolder(root, transforms_for(config, preprocess=preprocess))
     label_offset = 1 if config.num_classes == 1001 else 0
     if config.class_names is not None:

@@ -29,12 +29,22 @@ from torch import Tensor, nn
 from .formats import EXPORTS, export_format, format_of
 from .formats import FORMATS as _TABLE
 from .model import fold_batchnorm
-from .runtimes.onnxruntime import export_onnx, onnx_config, quantize_onnx
+from .runtimes.common import model_config
+from .runtimes.onnxruntime import (
+    DEPTHWISE_WEIGHT_QMAX,
+    MATMUL_WEIGHT_QMAX,
+    export_onnx,
+    onnx_config,
+    portable_int8,
+    quantize_onnx,
+)
 from .runtimes.torch import export_pt2, export_torchscript
 
 __all__ = [
     "DEFAULT_SUFFIX",
+    "DEPTHWISE_WEIGHT_QMAX",
     "FORMATS",
+    "MATMUL_WEIGHT_QMAX",
     "calibration_batches",
     "check_export",
     "export_model",
@@ -42,9 +52,11 @@ __all__ = [
     "export_output_path",
     "export_pt2",
     "export_torchscript",
+    "int8_calibration",
     "int8_inputs",
     "onnx_config",
     "output_path",
+    "portable_int8",
     "quantize_onnx",
     "stored_activation_ranges",
 ]
@@ -117,6 +129,17 @@ def stored_activation_ranges(weights: Iterable[str | os.PathLike[str]]) -> tuple
     return None
 
 
+def calibration_batches(
+    model: nn.Module, calibration: Iterable[Tensor] | str | os.PathLike[str] | None, resolution: int | None = None
+) -> Iterable[Tensor] | None:
+    """``calibration`` as batches: a folder becomes the model's own preprocessing of its images."""
+    if isinstance(calibration, (str, os.PathLike)):
+        from .data import image_batches
+
+        return image_batches(calibration, model_config(model), resolution=resolution)
+    return calibration
+
+
 def export_model(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -124,12 +147,17 @@ def export_model(
     *,
     resolution: int | None = None,
     dynamic_batch: bool = False,
-    calibration: Iterable[Tensor] | None = None,
+    calibration: Iterable[Tensor] | str | os.PathLike[str] | None = None,
     calibration_method: str = "minmax",
     activation_ranges: dict[str, tuple[float, int]] | None = None,
 ) -> Path:
-    """Writes ``model`` as ``fmt`` (one of :data:`FORMATS`) with its format's writer; BN is folded first."""
+    """Writes ``model`` as ``fmt`` (one of :data:`FORMATS`) with its format's writer; BN is folded first.
+
+    ``calibration`` for the int8 formats: a folder of sample images, preprocessed as the model's
+    config says (:func:`mobilenet.data.image_batches`, 256 of them), or batches already
+    preprocessed that way."""
     writer, int8, _, _ = export_format(fmt)
+    calibration = calibration_batches(model, calibration, resolution)
     return writer.write(
         fold_batchnorm(model),  # type: ignore[arg-type]
         path,
@@ -142,7 +170,7 @@ def export_model(
     )
 
 
-def calibration_batches(folder: str | os.PathLike[str] | None, config: Any, resolution: int, limit: int = 256) -> list[Any]:
+def int8_calibration(folder: str | os.PathLike[str] | None, config: Any, resolution: int, limit: int = 256) -> list[Any]:
     """The images int8 is calibrated on: ``folder``'s (any images like the real inputs, ``limit``
     of them), or for a model trained on the built-in digits, those; otherwise an error saying
     what to pass."""
@@ -151,7 +179,7 @@ def calibration_batches(folder: str | os.PathLike[str] | None, config: Any, reso
     from .data import DigitsDataset, image_batches
 
     if folder:
-        return image_batches(folder, resolution, limit=limit)
+        return image_batches(folder, config, resolution=resolution, limit=limit)
     if config is not None and config.labels == "digits" and config.num_classes == 10:
         digits = DigitsDataset("train", resolution, augment=False)
         images = torch.stack([digits[i][0] for i in range(min(limit, len(digits)))])
@@ -181,7 +209,7 @@ def int8_inputs(
         stored = stored_activation_ranges(w for w in weights if Path(w).exists())
         if stored is not None:
             return None, stored[0], stored[1]
-    return calibration_batches(calibration, config, resolution, calibration_images), None, None
+    return int8_calibration(calibration, config, resolution, calibration_images), None, None
 
 
 def check_export(

@@ -97,6 +97,30 @@ def _make_block(block: Block, config: MobileNetConfig) -> nn.Module:
     return ConvBNAct(block.in_channels, block.out_channels, 3, block.stride, config=config)
 
 
+def _check_values(state: Mapping[str, Any], own: Mapping[str, Tensor], source: str) -> None:
+    """Refuses tensors that ``load_state_dict`` would take silently and wrongly: integer (or bool)
+    values for float parameters, which it would cast (quantized weights without their scales), and
+    NaN or infinite values, which make every output NaN."""
+    for key, mine in own.items():
+        value = state.get(key)
+        if not isinstance(value, Tensor):
+            if key in state:
+                raise WeightsFileError(f"{source}: {key} is a {type(value).__name__}, not a tensor")
+            continue
+        if mine.is_floating_point() and not value.is_floating_point():
+            raise WeightsFileError(
+                f"{source}: {key} holds {str(value.dtype).replace('torch.', '')} values where the model has "
+                f"{str(mine.dtype).replace('torch.', '')}; integer weights (quantized ones without their scales?) "
+                "would be cast, not dequantized. Load the float weights, or a .tflite through mobilenet convert"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsFileError(
+                f"{source}: {key} holds {bad} NaN or infinite value(s), so every output would be NaN (a training run "
+                "that diverged?); use other weights, e.g. the run's best.safetensors from before it diverged"
+            )
+
+
 class MobileNetV1(nn.Module):
     """MobileNet v1 (Howard et al., 2017), Table 1, for any width multiplier α and input size.
 
@@ -111,6 +135,11 @@ class MobileNetV1(nn.Module):
         super().__init__()
         if config is None:
             config = MobileNetConfig(**kwargs)
+        elif not isinstance(config, MobileNetConfig):
+            raise TypeError(
+                f"config must be a MobileNetConfig, not {type(config).__name__} {config!r}; for a dict of fields use "
+                "MobileNetConfig.from_dict(...) or MobileNetV1(**fields)"
+            )
         elif kwargs:
             config = config.replace(**kwargs)
         self.config = config
@@ -151,6 +180,7 @@ class MobileNetV1(nn.Module):
         config = reconcile(config, dict(overrides or {}), source=source)
         model = cls(config)
         own = model.state_dict()
+        _check_values(state, own, source)
         mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
         missing = [k for k in own if k not in state]
         if mismatched or missing:

@@ -15,6 +15,7 @@ __all__ = [
     "ACTIVATIONS",
     "INTERPOLATIONS",
     "MAX_WIDTH_MULT",
+    "MIN_CROP_PCT",
     "MIN_RESOLUTION",
     "PADDINGS",
     "PREPROCESSES",
@@ -49,6 +50,9 @@ INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
 #: Smallest input side we accept. The net downsamples by 32; below that the last stages would see
 #: 1x1 maps made mostly of padding, which is never what a user meant.
 MIN_RESOLUTION = 32
+#: Smallest central crop. The torchvision preprocessing resizes the short side to S / crop before
+#: cropping, so crop=1e-6 asked for a 32-million-pixel side (a MemoryError, or a machine brought down).
+MIN_CROP_PCT = 0.05
 #: Widths above this are almost certainly a typo (α=100 instead of 1.00); timm publishes 1.25.
 MAX_WIDTH_MULT = 4.0
 
@@ -169,15 +173,15 @@ def check_resolution(resolution: object, name: str = "resolution") -> tuple[int,
 
 
 def check_crop_pct(crop_pct: object, name: str = "crop_pct") -> float:
-    """The central fraction of an image that evaluation keeps: a number in (0, 1]."""
+    """The central fraction of an image that evaluation keeps: a number in [:data:`MIN_CROP_PCT`, 1]."""
     if (
         isinstance(crop_pct, bool)
         or not isinstance(crop_pct, (int, float))
         or not math.isfinite(crop_pct)
-        or not 0 < crop_pct <= 1
+        or not MIN_CROP_PCT <= crop_pct <= 1
     ):
         raise ValueError(
-            f"{name}={crop_pct!r} must be a fraction in (0, 1]: the central part of the image to keep "
+            f"{name}={crop_pct!r} must be a fraction in [{MIN_CROP_PCT}, 1]: the central part of the image to keep "
             "(0.875 is Google's and torchvision's; 1.0 keeps the whole image)"
         )
     return float(crop_pct)
@@ -227,10 +231,13 @@ class MobileNetConfig:
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("padding", self.padding, PADDINGS)
         _check_choice("variant", self.variant, VARIANTS)
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+        if isinstance(self.dropout, bool) or not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout={self.dropout!r} must be a probability in [0, 1)")
-        if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
-            raise ValueError(f"bn_eps={self.bn_eps!r} must be a positive number")
+        # NaN fails every comparison and inf passes "> 0": both would make every BN output 0 or NaN.
+        if isinstance(self.bn_eps, bool) or not (
+            isinstance(self.bn_eps, (int, float)) and math.isfinite(self.bn_eps) and self.bn_eps > 0
+        ):
+            raise ValueError(f"bn_eps={self.bn_eps!r} must be a finite number > 0 (TF-slim uses 1e-3, PyTorch 1e-5)")
         _check_choice("preprocess", self.preprocess, PREPROCESSES)
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         check_crop_pct(self.crop_pct)
@@ -261,6 +268,8 @@ class MobileNetConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MobileNetConfig:
         """Builds a config from a dict, ignoring keys it does not know (files written by newer versions)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a MobileNet config must be a dict of fields (a JSON object), not {type(data).__name__} {data!r}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -67,6 +68,11 @@ class Predictor:
         """The same model on ``threads`` CPU threads (a runtime session fixes its count when made)."""
         torch.set_num_threads(threads)
         return self
+
+    def raw_call(self, x: Tensor) -> Callable[[], Any] | None:
+        """The runtime's own call on ``x`` already in its native form, with none of this wrapper's
+        work (what ``bench`` times beside the wrapper to show its cost), or None for PyTorch."""
+        return None
 
 
 def numpy_input(x: Tensor) -> Any:

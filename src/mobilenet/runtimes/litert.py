@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from ..checkpoint import CONFIG_KEY, atomic_write
 from ..extras import require
 from ..model import MobileNetV1, TFSamePad2d
-from ..quantize import calibrate_ranges, conv_units, grid_step, int8_grid, qparams
+from ..quantize import calibrate_ranges, channel_scales, conv_units, qparams
 from ..spec import MobileNetConfig
 
 __all__ = [
@@ -214,24 +214,8 @@ class _Quantizer:
 
     def weight(self, w: np.ndarray, axis: int, bias: np.ndarray, in_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """int8 weight, its per-channel scales, and the int32 bias at in_scale · weight_scale."""
-        other = tuple(i for i in range(w.ndim) if i != axis)
-        absmax = np.abs(w).max(axis=other).astype(np.float64)
-        if not self.per_channel:
-            absmax = np.full_like(absmax, absmax.max())
-        scale = absmax / 127
-        step = grid_step(w)
-        if step is not None and self.per_channel:
-            # Weights of a quantized model (Google's uint8 files) lie on a grid already. A channel
-            # whose values fit in ±127 steps keeps that grid exactly, so no rounding is added.
-            # int8 holds -128 too: the channel holding Google's zero point's far end still fits.
-            low = (w.min(axis=other) / step).round() >= -128
-            scale = np.where((w.max(axis=other) <= 127.01 * step) & low, step, scale)
-        elif step is None and self.per_channel:
-            # An int8 file's weights (ours, brought back as weights) lie on a grid per channel.
-            for c in range(w.shape[axis]):
-                own = int8_grid(np.take(w, c, axis=axis).ravel())
-                if own is not None:
-                    scale[c] = own
+        # int8 holds -128 too: the channel holding Google's zero point's far end still fits.
+        scale = channel_scales(w, axis, qmax=127, qmin=-128, per_channel=self.per_channel)
         # A scale must be positive, and the bias must fit in int32 at in_scale · scale.
         scale = np.maximum(scale, np.abs(bias) / (in_scale * 2**30))
         scale = np.where(scale > 0, scale, 1.0)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -25,6 +26,7 @@ __all__ = [
     "export_onnx",
     "onnx_config",
     "onnx_config_from_model",
+    "portable_int8",
     "quantize_onnx",
     "run_onnx",
     "write_onnx",
@@ -94,6 +96,9 @@ class _Batches:
         return {self._name: batch.detach().float().contiguous().cpu().numpy()}
 
 
+_SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
 def _range_overrides(model: Any, ranges: dict[str, tuple[float, int]]) -> dict[str, list[dict[str, Any]]]:
     """ONNX tensor name → Google's (scale, zero point), matched by graph order to our module paths.
 
@@ -134,9 +139,78 @@ def _range_overrides(model: Any, ranges: dict[str, tuple[float, int]]) -> dict[s
             overrides[name] = entry(module)
     for node in model.graph.node:
         if node.op_type in ("ReduceMean", "GlobalAveragePool") and "global_pool" in ranges:
-            overrides[node.output[0]] = entry("global_pool")
+            # The pooled features reach the classifier through shape-only ops (the flatten), and
+            # ONNX Runtime quantizes the last of them: each carries the pool's range. A tensor left
+            # without one would take the calibrator's range, which with stored ranges is only one
+            # blank image's (it clipped 0.5-160's pooled features at 4.0 of 6.0 and cost 13
+            # points of top-1 agreement with float on flowers photos).
+            pooled = [node.output[0]]
+            while len(nxt := [c for c in consumers.get(pooled[-1], []) if c.op_type in _SHAPE_OPS]) == 1:
+                pooled.append(nxt[0].output[0])
+            for name in pooled:
+                overrides[name] = entry("global_pool")
         elif node.op_type in ("Gemm", "MatMul") and "classifier" in ranges:
             overrides[node.output[0]] = entry("classifier")
+    # Data moves (a TF 'SAME' pad left unfused, gathers, joins) keep their input's grid.
+    for node in model.graph.node:
+        picks = node.op_type in ("Gather", "Pad", *_SHAPE_OPS) and node.input[0] in overrides
+        joins = node.op_type == "Concat" and bool(node.input) and all(name in overrides for name in node.input)
+        if picks or joins:
+            overrides[node.output[0]] = overrides[node.input[0]]
+    return overrides
+
+
+#: The largest |int8 weight| of a conv or matrix product that ONNX Runtime and OpenVINO compute as
+#: a matrix product (the standard conv, the pointwise convs, the classifier). On x86 CPUs without
+#: VNNI (AMD before Zen 4, Intel client CPUs before Ice Lake) both multiply uint8 activations by
+#: int8 weights with ``vpmaddubsw``, which adds two products into an int16 with saturation: with
+#: activations up to 255, |w| <= 64 keeps 2 · 255 · 64 = 32640 below 32767, so the arithmetic
+#: is the same on every x86 CPU. The 8-bit weights are kept, split in two halves within ±64
+#: (:func:`portable_int8`). Depthwise convs are computed by kernels that widen to 16 bits first
+#: (no pairs), so they keep their 8 bits as they are.
+MATMUL_WEIGHT_QMAX = 64
+
+DEPTHWISE_WEIGHT_QMAX = 127
+
+
+def portable_int8(folded: nn.Module) -> nn.Module:
+    """The form of a BN-folded model that the ONNX int8 export quantizes: the same function, with
+    8-bit weights stored so that none of a matrix product's exceeds :data:`MATMUL_WEIGHT_QMAX`
+    (:func:`mobilenet.quantize.split_for_int8`). Measured on Google's 1.0-224 and flowers photos
+    (benchmarks/RESULTS.md): the split costs 1.3-1.4x the time of unsafe 8-bit weights (still
+    about 0.5x fp32); rounding to 7 bits instead cost 6 points of top-1 agreement with float."""
+    from ..quantize import split_for_int8
+
+    return split_for_int8(folded, MATMUL_WEIGHT_QMAX)  # type: ignore[arg-type]
+
+
+def _weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
+    """ONNX Runtime's per-channel overrides for every conv and Gemm weight: the scales of
+    :func:`mobilenet.quantize.channel_scales` (Google's own weight grid kept where it fits) within
+    :data:`MATMUL_WEIGHT_QMAX` or :data:`DEPTHWISE_WEIGHT_QMAX`, given as the symmetric range
+    ``±scale · qmax`` that ONNX Runtime turns back into exactly that scale."""
+    from onnx import numpy_helper
+
+    from ..quantize import channel_scales
+
+    weights = {init.name: init for init in model.graph.initializer}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        w = numpy_helper.to_array(weights[node.input[1]])
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type == "Gemm" and not (attrs.get("transB") and attrs["transB"].i):
+            continue  # (in, out) weights: left to ONNX Runtime's own per-channel choice
+        depthwise = node.op_type == "Conv" and "group" in attrs and attrs["group"].i > 1 and attrs["group"].i == w.shape[0]
+        qmax = DEPTHWISE_WEIGHT_QMAX if depthwise else MATMUL_WEIGHT_QMAX
+        scales = channel_scales(w, 0, qmax=qmax)
+        scales = np.where(scales > 0, scales, 1.0)
+        overrides[node.input[1]] = [
+            # reduce_range: ONNX Runtime's int8 range ±64 instead of ±127, for the 64 of a matrix product
+            {"axis": 0, "reduce_range": qmax <= 64, "rmin": -float(s) * qmax, "rmax": float(s) * qmax}
+            for s in scales
+        ]
     return overrides
 
 
@@ -187,9 +261,9 @@ def quantize_onnx(
 
     prepared_model = onnx.load(str(prepared))
     input_name = prepared_model.graph.input[0].name
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"TensorQuantOverrides": _weight_overrides(prepared_model)}
     if activation_ranges is not None:
-        extra["TensorQuantOverrides"] = _range_overrides(prepared_model, {"input": (1 / 128, 128), **activation_ranges})
+        extra["TensorQuantOverrides"].update(_range_overrides(prepared_model, {"input": (1 / 128, 128), **activation_ranges}))
         if calibration is None:  # every activation's range is fixed; the calibrator only needs to run
             config = onnx_config_from_model(prepared_model)
             if config is None:
@@ -247,8 +321,14 @@ class OnnxRuntimePredictor(Predictor):
         return OnnxRuntimePredictor(self.path, self.backend, threads)
 
     def __call__(self, x: Tensor) -> Tensor:
+        # ONNX Runtime reads a contiguous float32 array in place and returns a new array of its
+        # own, which the tensor then shares: no copy either way.
         out = self.session.run(None, {self.input_name: numpy_input(x)})[0]
         return torch.from_numpy(out)
+
+    def raw_call(self, x: Tensor) -> Callable[[], Any]:
+        feed = {self.input_name: numpy_input(x)}
+        return lambda: self.session.run(None, feed)
 
 
 class ExportedModel:
@@ -287,7 +367,7 @@ def write_onnx(
     if calibration is None and activation_ranges is None:
         raise ValueError("onnx-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
     path = Path(path)
-    fp32 = export_onnx(model, path.with_name(path.name + ".fp32.onnx"), resolution=resolution, dynamic_batch=True)
+    fp32 = export_onnx(portable_int8(model), path.with_name(path.name + ".fp32.onnx"), resolution=resolution, dynamic_batch=True)
     try:
         return quantize_onnx(fp32, path, calibration, method=calibration_method, activation_ranges=activation_ranges)
     finally:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..data import check_seed
 from ..spec import ACTIVATIONS, PADDINGS, PREPROCESSES, VARIANTS, check_resolution, check_width_mult
 from .recipes import ARCH_FIELDS, BN_MODES, DEFAULT_BATCH, OPTIMIZERS, RECIPES, SCHEDULES
 
@@ -30,6 +31,7 @@ def check_config(cfg: Any) -> None:
             bound = ">= 0" if allow_zero else "> 0"
             raise ValueError(f"{name}={value!r} must be {'an integer' if integer else 'a number'} {bound}")
 
+    check_seed(cfg.seed)  # before 2**64 reaches torch as "Overflow when unpacking long"
     for name in ("epochs", "batch_size", "min_depth"):
         positive(name, integer=True)
     positive("workers", integer=True, allow_zero=True)
@@ -138,7 +140,11 @@ def check_out_folder(cfg: Any) -> Path:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; pass a folder for the run's checkpoints and logs")
-    holds_run = any((out / name).exists() for name in ("last_state.pt", "last.safetensors", "metrics.jsonl"))
+    # A run that failed before its first epoch ended leaves only an empty metrics.jsonl (and the
+    # probe's best.safetensors): nothing to resume, so a rerun simply starts again.
+    metrics = out / "metrics.jsonl"
+    holds_run = (out / "last_state.pt").exists() or (out / "last.safetensors").exists()
+    holds_run = holds_run or (metrics.is_file() and metrics.stat().st_size > 0)
     if holds_run and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(
             f"--out {out} already holds a training run; pass --resume to continue it, --overwrite to replace it, or another --out"

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from ..checkpoint import save_weights
 from ..cost import model_cost
 from ..data import DataSplit
 from ..model import MobileNetV1
@@ -71,11 +72,12 @@ def _fit_classifier_first(
     val_loader: DataLoader,
     device: torch.device,
     is_main: bool,
-) -> None:
+) -> float:
     plain = training_data(cfg, pretrained.config if pretrained is not None else None, augment=False).train
     top1 = fit_classifier(cfg, model, plain, val_loader, device)
     if is_main:
         print(f"classifier fitted alone first ({cfg.probe_epochs} passes over features computed once): val top-1 {top1:.4f}")
+    return top1
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -110,7 +112,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if is_main:
         print(_describe(cfg, split, world, device, cost), flush=True)
     if cfg.probe_epochs and not cfg.resume:
-        _fit_classifier_first(cfg, model, pretrained, val_loader, device, is_main)
+        probe_top1 = _fit_classifier_first(cfg, model, pretrained, val_loader, device, is_main)
+        if is_main and not cfg.qat:
+            # The classifier-first stage is a linear probe: the first candidate for best, so the
+            # fine-tune never hands back a model worse on val than its own probe (on a 2-class
+            # set of 245 photos its epochs ended 3 points below the probe).
+            best_top1 = probe_top1
+            save_weights(out / "best.safetensors", model, model.config, epoch="probe", val_top1=f"{probe_top1:.6f}")
     if cfg.qat:  # after the classifier is fitted: its output range is one of those calibrated
         step_model = simulate_int8(cfg, model, pretrained, out, device, is_main)
     train_model = wrap(step_model, cfg, world, local_rank, device)  # DDP's first broadcast syncs the fitted classifier

@@ -8,7 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import WeightsFileError, load_weights_file
+from ..checkpoint import (
+    DETECTOR_CONFIG_KEY,
+    WeightsFileError,
+    config_from_state_dict,
+    is_own_state_dict,
+    load_weights_file,
+    torch_load_error,
+)
 from ..spec import MobileNetConfig
 from .timm import convert_timm_state_dict, is_timm_state_dict
 
@@ -20,7 +27,12 @@ PathLike = str | os.PathLike[str]
 def read_safetensors(path: PathLike) -> tuple[dict[str, Any], MobileNetConfig]:
     """Our weights file (config in its metadata), or timm's layout without one."""
     first = Path(path)
-    state, config, _ = load_weights_file(first)
+    state, config, meta = load_weights_file(first)
+    if DETECTOR_CONFIG_KEY in meta:
+        raise WeightsFileError(
+            f"{first} is an object detector (SSD), not a classifier; use `mobilenet detect` / "
+            "`mobilenet eval --data ANNOTATIONS.json`, or mobilenet.ssd_mobilenet_v1(weights=...)"
+        )
     if config is not None:
         return state, config
     if is_timm_state_dict(state):  # e.g. timm's model.safetensors from the Hugging Face hub
@@ -47,7 +59,7 @@ def _is_exported_program(path: Path) -> bool:
 
 
 def load_torch_file(path: PathLike) -> tuple[dict[str, Any], MobileNetConfig]:
-    """A torch.save file: timm's state dict, or (refused with directions) a resume checkpoint."""
+    """A torch.save file: timm's state dict or ours, or (refused with directions) a resume checkpoint."""
     import torch
 
     path = Path(path)
@@ -59,7 +71,7 @@ def load_torch_file(path: PathLike) -> tuple[dict[str, Any], MobileNetConfig]:
                 f"{path} is an exported TorchScript or torch.export program, not weights; load it with "
                 "mobilenet.deploy.load_exported, or use the .safetensors it was exported from"
             ) from None
-        raise WeightsFileError(f"{path}: not a loadable PyTorch state dict ({type(exc).__name__}: {exc})") from None
+        raise torch_load_error(path, exc, "PyTorch state dict") from None
     if isinstance(state, dict) and "state_dict" in state:  # timm's own training checkpoints hold the weights
         state = state["state_dict"]
     elif isinstance(state, dict) and _TRAINING_STATE_KEYS & state.keys():
@@ -70,4 +82,6 @@ def load_torch_file(path: PathLike) -> tuple[dict[str, Any], MobileNetConfig]:
         )
     if not isinstance(state, dict):
         raise WeightsFileError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    if is_own_state_dict(state):  # torch.save(model.state_dict()) of one of ours
+        return state, config_from_state_dict(state, str(path))
     return convert_timm_state_dict(state, str(path))

@@ -93,6 +93,8 @@ def load_weights(weights: Any, *, progress: bool = True, **kwargs: Any) -> Mobil
     :meth:`MobileNetV1.from_state_dict`)."""
     if isinstance(weights, (list, tuple)) and weights and all(isinstance(w, (str, os.PathLike)) for w in weights):
         paths: Sequence[PathLike] = list(weights)
+    elif isinstance(weights, str) and not weights.strip():  # Path("") would be the current folder
+        raise ValueError("weights='' is an empty string; pass a file path or a registry name such as KERAS_1_0_224")
     elif isinstance(weights, (str, os.PathLike)) and (Path(weights).suffix or os.sep in str(weights) or Path(weights).exists()):
         paths = [weights]
     else:

@@ -269,6 +269,10 @@ def get_weights(weights: Any) -> Weights:
         return weights.value
     if isinstance(weights, Weights):
         return weights
+    if isinstance(weights, bytes):
+        raise TypeError(f"weights={weights!r} is bytes; pass a str or pathlib.Path (os.fsdecode converts bytes)")
+    if isinstance(weights, str) and not weights.strip():
+        raise ValueError("weights='' is an empty string; pass a file path or a registry name such as KERAS_1_0_224")
     if isinstance(weights, str):
         key = weights.split(".")[-1]
         if key in MobileNet_V1_Weights.__members__:  # aliases included
@@ -278,9 +282,19 @@ def get_weights(weights: Any) -> Weights:
 
 
 def cache_dir() -> Path:
+    """``$MOBILENET_CACHE``, else torch hub's ``checkpoints/mobilenet``; a variable naming a file is refused."""
     import torch.hub
 
-    return Path(os.environ.get("MOBILENET_CACHE", Path(torch.hub.get_dir()) / "checkpoints" / "mobilenet"))
+    value = os.environ.get("MOBILENET_CACHE", "")
+    if not value.strip():  # unset or empty: an empty value would mean the current folder
+        return Path(torch.hub.get_dir()) / "checkpoints" / "mobilenet"
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(
+            f"MOBILENET_CACHE={value!r} is a file, not a folder; set MOBILENET_CACHE to a folder for downloaded weights "
+            "(or unset it to use torch hub's cache)"
+        )
+    return path
 
 
 def _sha256(path: Path) -> str:
@@ -295,12 +309,21 @@ def download(
     url: str, sha256: str | None, *, progress: bool = True, directory: Path | None = None, filename: str | None = None
 ) -> Path:
     """Fetches ``url`` into the cache (as ``filename``, default the URL's last part) once and
-    checks its hash; a mismatching file is deleted. With ``sha256=None`` the first download
-    records the file's hash beside it and later calls check against that record."""
+    checks its hash. A mismatching file is never deleted (it may be the user's own, put there by
+    hand): it is moved aside to ``<name>.mismatch-<hash8>`` and the error says where. With
+    ``sha256=None`` the first download records the file's hash beside it and later calls check
+    against that record."""
     import torch.hub
 
     directory = directory or cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"weights cache {str(directory)!r} is a file, not a folder; pass or set a folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(
+            f"cannot create the weights cache {str(directory)!r}: {exc.strerror or exc} (set MOBILENET_CACHE)"
+        ) from None
     dest = directory / (filename or url.rsplit("/", 1)[-1])
     record = dest.with_name(dest.name + ".sha256")
     if not dest.exists():
@@ -316,8 +339,10 @@ def download(
     if expected is None:
         record.write_text(digest + "\n")  # first download of a file whose hash nobody published
     elif digest != expected:
-        dest.unlink()
+        aside = dest.with_name(f"{dest.name}.mismatch-{digest[:8]}")
+        os.replace(dest, aside)
         raise ValueError(
-            f"{dest}: SHA-256 {digest} does not match the expected {expected}; the file was deleted, download it again"
+            f"{dest}: SHA-256 {digest} does not match the expected {expected}; the file was moved to {aside} (not "
+            f"deleted) and the next call downloads it again. Delete {aside.name} if it is not yours"
         )
     return dest

@@ -22,8 +22,10 @@ from ..checkpoint import WeightsFileError
 from ..extras import require
 from ..spec import MobileNetConfig, build_layers
 
-__all__ = ["TFLiteGraph", "activation_quantization", "check_split_pair", "load_tflite", "read_tflite"]
+__all__ = ["DETECTION_POSTPROCESS", "TFLiteGraph", "activation_quantization", "check_split_pair", "load_tflite", "read_tflite"]
 
+#: The custom op that ends Google's TF Lite SSD detectors: a file holding it is a detector, not a classifier.
+DETECTION_POSTPROCESS = "TFLite_Detection_PostProcess"
 _NUMPY_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 9: np.int8}
 
 
@@ -38,6 +40,10 @@ class _Conv:
             activation,
         )
         self.output_quant: tuple[float, int] | None = None  # (scale, zero point) of the op's uint8 output
+        # Graph wiring, for networks that branch (a detector's heads read several feature maps).
+        self.input_index = -1
+        self.output_index = -1
+        self.output_name = ""
 
 
 def _output_quant(graph: Any, op: Any) -> tuple[float, int] | None:
@@ -53,6 +59,10 @@ class TFLiteGraph:
     def __init__(self, convs: list[_Conv], input_shape: tuple[int, ...] | None, path: Path, quantized: bool) -> None:
         self.convs, self.input_shape, self.path, self.quantized = convs, input_shape, path, quantized
         self.pool_quant: tuple[float, int] | None = None
+        #: Custom ops in graph order: (custom code, input tensor indices, raw options bytes).
+        self.custom_ops: list[tuple[str, list[int], bytes]] = []
+        #: (scale, zero point) of the graph's input, when it is quantized.
+        self.input_quant: tuple[float, int] | None = None
 
 
 def _fail(path: Path, message: str) -> WeightsFileError:
@@ -105,13 +115,18 @@ def read_tflite(path: str | os.PathLike[str]) -> TFLiteGraph:
             raise _fail(path, f"has {model.SubgraphsLength()} subgraphs; MobileNet v1 files have one")
         graph = model.Subgraphs(0)
         input_shape = tuple(int(s) for s in graph.Tensors(graph.Inputs(0)).ShapeAsNumpy())
-        convs, quantized, pool_quant = [], False, None
+        convs, quantized, pool_quant, custom_ops = [], False, None, []
         for i in range(graph.OperatorsLength()):
             op = graph.Operators(i)
             code_entry = model.OperatorCodes(op.OpcodeIndex())
             name = names.get(max(code_entry.BuiltinCode(), code_entry.DeprecatedBuiltinCode()), "?")
             if name == "AVERAGE_POOL_2D":
                 pool_quant = _output_quant(graph, op)
+            if name == "CUSTOM":
+                code = (code_entry.CustomCode() or b"").decode(errors="replace")
+                raw_options = op.CustomOptionsAsNumpy()
+                options = b"" if isinstance(raw_options, int) else bytes(raw_options.tobytes())
+                custom_ops.append((code, [int(j) for j in op.InputsAsNumpy()], options))
             if name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 continue
             options_table = op.BuiltinOptions()
@@ -137,12 +152,22 @@ def read_tflite(path: str | os.PathLike[str]) -> TFLiteGraph:
                 )
             )
             convs[-1].output_quant = _output_quant(graph, op)
+            convs[-1].input_index, convs[-1].output_index = int(ins[0]), int(op.OutputsAsNumpy()[0])
+            convs[-1].output_name = graph.Tensors(convs[-1].output_index).Name().decode(errors="replace")
+        input_q = graph.Tensors(graph.Inputs(0)).Quantization()
+        input_quant = (
+            (float(input_q.ScaleAsNumpy()[0]), int(input_q.ZeroPointAsNumpy()[0]) if input_q.ZeroPointLength() else 0)
+            if input_q is not None and input_q.ScaleLength() == 1
+            else None
+        )
     except WeightsFileError:
         raise
     except Exception as exc:  # the flatbuffer reader raises anything on corrupt offsets
         raise _fail(path, f"corrupt or unreadable TF Lite file ({type(exc).__name__}: {exc})") from None
     result = TFLiteGraph(convs, input_shape, path, quantized)
     result.pool_quant = pool_quant
+    result.custom_ops = custom_ops
+    result.input_quant = input_quant
     return result
 
 
@@ -157,6 +182,11 @@ def load_tflite(
     graphs.sort(key=lambda g: -(g.input_shape[1] if g.input_shape and len(g.input_shape) == 4 else 0))
     convs = [c for g in graphs for c in g.convs]
     where = " + ".join(str(g.path) for g in graphs)
+    if any(code == DETECTION_POSTPROCESS for g in graphs for code, _, _ in g.custom_ops):
+        raise WeightsFileError(
+            f"{where} is an object detector (it ends in {DETECTION_POSTPROCESS}), not a classifier; "
+            "use `mobilenet detect` / `mobilenet eval --data ANNOTATIONS.json`, or mobilenet.ssd_mobilenet_v1(weights=...)"
+        )
     if len(convs) < 3 or convs[0].kind != "conv" or convs[0].weight.shape[-1] != 3:
         raise WeightsFileError(f"{where}: not a MobileNet v1 network (no 3x3 RGB stem conv first)")
     last_pw = [c for c in convs if c.kind == "conv" and c.weight.shape[1:3] == (1, 1)]

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..checkpoint import WeightsFileError
+from ..checkpoint import WeightsFileError, torch_load_error
 from ..spec import MobileNetConfig, build_layers
 
 __all__ = ["convert_timm_state_dict", "is_timm_state_dict", "load_timm_state_dict"]
@@ -95,7 +95,7 @@ def load_timm_state_dict(path: str | os.PathLike[str] | dict[str, Any]) -> tuple
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsFileError(f"{path}: not a loadable PyTorch state dict ({type(exc).__name__}: {exc})") from None
+        raise torch_load_error(path, exc, "PyTorch state dict") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

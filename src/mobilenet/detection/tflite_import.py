@@ -1,0 +1,240 @@
+"""TF Lite SSD MobileNet v1 files (Google's ``detect.tflite`` and any of its layout) → (state, config).
+
+The convolutions come from :func:`mobilenet.weights.tflite.read_tflite` in graph order: the 27 of
+the backbone (Table 1 up to conv13), the 8 of the extra blocks, then the heads. Each head is told
+apart by the feature map it reads (graph wiring, not order) and box from class by its output
+width (4 per anchor). The rest of the config is read from the file too: the input's
+quantization gives the preprocessing, ``TFLite_Detection_PostProcess``'s options give the box
+scales and the file's own post-processing, and its anchor constant is checked against our
+generator. Batch norm is folded in these files, so each BN is loaded as an exact identity, as the
+classifier importer does.
+
+Quantized files show ReLU6 only as an output range of [0, 6] (no fused activation), so that range
+counts as ReLU6.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import WeightsFileError
+from ..spec import build_layers
+from ..weights.tflite import DETECTION_POSTPROCESS, read_tflite
+from .anchors import ssd_anchors
+from .spec import COCO_NAMES, AnchorConfig, DetectorConfig, PostProcessConfig, extra_depths
+
+__all__ = ["is_tflite_detector", "load_detector_tflite", "postprocess_options", "sigmoid_input"]
+
+#: Backbone convs: stem + 13 dw/pw pairs. conv11's and conv13's pointwise outputs feed the heads.
+_BACKBONE_CONVS = 27
+_SOURCE_CONVS = (22, 26)
+
+
+def is_tflite_detector(path: str | os.PathLike[str]) -> bool:
+    """Whether a .tflite file ends in TF Lite's detection post-processing op."""
+    return any(code == DETECTION_POSTPROCESS for code, _, _ in read_tflite(path).custom_ops)
+
+
+def postprocess_options(options: bytes) -> dict[str, Any]:
+    """The flexbuffer map of ``TFLite_Detection_PostProcess``'s custom options."""
+    from flatbuffers import flexbuffers
+
+    try:
+        values = flexbuffers.Loads(options)
+    except Exception as exc:  # the flexbuffer reader raises anything on bad bytes
+        raise ValueError(f"unreadable {DETECTION_POSTPROCESS} options ({type(exc).__name__}: {exc})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{DETECTION_POSTPROCESS} options are not a map")
+    return values
+
+
+def sigmoid_input(path: str | os.PathLike[str], scores: int) -> int | None:
+    """The input tensor of the LOGISTIC op that writes tensor ``scores`` (the class logits), if any."""
+    import tflite
+
+    model = tflite.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if (
+            max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == tflite.BuiltinOperator.LOGISTIC
+            and int(op.OutputsAsNumpy()[0]) == scores
+        ):
+            return int(op.InputsAsNumpy()[0])
+    return None
+
+
+def _activation(conv: Any, where: str) -> str:
+    if conv.activation in ("relu6", "relu"):
+        return conv.activation
+    if conv.activation == "none" and conv.output_quant is not None:
+        scale, zero = conv.output_quant
+        low, high = -zero * scale, (255 - zero) * scale
+        if abs(low) < 1e-6 and abs(high - 6.0) < 0.05:
+            return "relu6"
+    raise WeightsFileError(f"{where}: conv {conv.output_name!r} has activation {conv.activation!r}; SSD MobileNet v1 uses ReLU6")
+
+
+def _constant(path: Path, index: int) -> np.ndarray:
+    """A constant tensor of the file, dequantized (the anchors)."""
+    import tflite
+
+    model = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
+    tensor = model.Subgraphs(0).Tensors(index)
+    raw = model.Buffers(tensor.Buffer()).DataAsNumpy()
+    if isinstance(raw, int) or raw.size == 0:
+        raise WeightsFileError(f"{path}: tensor {tensor.Name().decode(errors='replace')!r} has no constant data")
+    dtype = {0: np.float32, 3: np.uint8, 9: np.int8}.get(tensor.Type())
+    if dtype is None:
+        raise WeightsFileError(f"{path}: anchor tensor has unsupported type {tensor.Type()}")
+    values = np.frombuffer(raw.tobytes(), dtype=dtype).reshape(tuple(int(s) for s in tensor.ShapeAsNumpy())).astype(np.float64)
+    q = tensor.Quantization()
+    if dtype != np.float32 and q is not None and q.ScaleLength():
+        values = (values - float(q.ZeroPointAsNumpy()[0])) * float(q.ScaleAsNumpy()[0])
+    return values
+
+
+def _conv_state(prefix: str, conv: Any, eps: float, *, bn: bool = True) -> dict[str, torch.Tensor]:
+    if conv.kind == "dw":
+        weight = torch.from_numpy(conv.weight.copy()).permute(3, 0, 1, 2)  # [1, kh, kw, C] -> [C, 1, kh, kw]
+    else:
+        weight = torch.from_numpy(conv.weight.copy()).permute(0, 3, 1, 2)  # [O, kh, kw, I] -> [O, I, kh, kw]
+    bias = torch.from_numpy(conv.bias.copy()).float()
+    if not bn:
+        return {f"{prefix}.weight": weight.contiguous(), f"{prefix}.bias": bias}
+    out = weight.shape[0]
+    return {
+        f"{prefix}.conv.weight": weight.contiguous(),
+        f"{prefix}.bn.weight": torch.ones(out),
+        f"{prefix}.bn.bias": bias,
+        f"{prefix}.bn.running_mean": torch.zeros(out),
+        f"{prefix}.bn.running_var": torch.full((out,), 1.0 - eps),
+        f"{prefix}.bn.num_batches_tracked": torch.tensor(0),
+    }
+
+
+def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], DetectorConfig]:
+    """A TF Lite SSD MobileNet v1 → (state dict of :class:`SSDMobileNetV1`, its config)."""
+    path = Path(path)
+    graph = read_tflite(path)
+    posts = [op for op in graph.custom_ops if op[0] == DETECTION_POSTPROCESS]
+    if not posts:
+        raise WeightsFileError(
+            f"{path} is not an object detector (no {DETECTION_POSTPROCESS} op): a classifier? "
+            "Use `mobilenet predict`/`eval --data FOLDER` for classifiers"
+        )
+    try:
+        options = postprocess_options(posts[0][2])
+    except ValueError as exc:
+        raise WeightsFileError(f"{path}: {exc}") from None
+    convs = graph.convs
+    if len(convs) < _BACKBONE_CONVS + 8 + 12:
+        raise WeightsFileError(f"{path}: {len(convs)} convolutions; SSD MobileNet v1 has 47 (27 backbone, 8 extra, 12 heads)")
+    width_mult = convs[_BACKBONE_CONVS - 1].weight.shape[0] / 1024
+    acts = {_activation(c, str(path)) for c in convs[: _BACKBONE_CONVS + 8]}
+    if len(acts) != 1:
+        raise WeightsFileError(f"{path}: mixed activations {sorted(acts)}; SSD MobileNet v1 uses one (ReLU6)")
+    if graph.input_quant is not None:
+        scale, zero = graph.input_quant
+        mean, std = float(zero), 1.0 / scale
+    else:  # float files take (x - 127.5) / 127.5, TF OD API's resizer + [-1, 1] scaling
+        mean, std = 127.5, 127.5
+    num_classes = int(options.get("num_classes", 90)) + 1  # the op's count leaves out background
+    scales = tuple(
+        float(options.get(k, d)) for k, d in (("y_scale", 10.0), ("x_scale", 10.0), ("h_scale", 5.0), ("w_scale", 5.0))
+    )
+    regular = bool(options.get("use_regular_nms", False))
+    max_det = int(options.get("max_detections", 10))
+    own_pp = PostProcessConfig(
+        "tflite",
+        class_agnostic=not regular,
+        iou_threshold=float(options.get("nms_iou_threshold", 0.6)),
+        score_threshold=float(options.get("nms_score_threshold", 0.0)),
+        max_detections=max_det,
+        max_per_class=int(options.get("detections_per_class", 100)) if regular else max_det,
+        clip=False,
+    )
+    head_convs = convs[_BACKBONE_CONVS + 8 :]
+    resolution = int(graph.input_shape[1]) if graph.input_shape and len(graph.input_shape) == 4 else 300
+    try:
+        config = DetectorConfig(
+            width_mult=width_mult,
+            num_classes=num_classes,
+            resolution=resolution,
+            activation=acts.pop(),
+            padding="tf" if convs[0].padding == "tf" else "symmetric",
+            head_kernel=int(head_convs[0].weight.shape[1]),
+            box_scales=scales,  # type: ignore[arg-type]
+            postprocess=own_pp,
+            labels="coco" if num_classes == len(COCO_NAMES) else None,
+            mean=mean,
+            std=std,
+        )
+    except ValueError as exc:
+        raise WeightsFileError(f"{path}: not an SSD MobileNet v1 of TF's layout ({exc})") from None
+
+    state: dict[str, torch.Tensor] = {}
+    # Backbone: Table 1 to conv13, matched layer by layer as the classifier importer does.
+    layers = build_layers(config.backbone)
+    for layer, conv in zip(layers, convs[:_BACKBONE_CONVS]):
+        want_kind = "dw" if layer.kind == "dw" else "conv"
+        shape = tuple(conv.weight.shape)
+        want = (
+            (1, 3, 3, layer.in_channels)
+            if layer.kind == "dw"
+            else (layer.out_channels, layer.kernel, layer.kernel, layer.in_channels)
+        )
+        if conv.kind != want_kind or shape != want or conv.stride != layer.stride:
+            raise WeightsFileError(
+                f"{path}: backbone layer {layer.name} has weight {shape} stride {conv.stride}; "
+                f"MobileNet v1 α={width_mult:g} needs {want} stride {layer.stride}"
+            )
+        state.update(_conv_state("backbone." + layer.module.rsplit(".", 1)[0], conv, config.bn_eps))
+    # Extra blocks: (1x1, 3x3 stride 2) x 4.
+    in_ch = layers[-1].out_channels
+    for i, (mid, out) in enumerate(extra_depths(width_mult)):
+        a, b = convs[_BACKBONE_CONVS + 2 * i], convs[_BACKBONE_CONVS + 2 * i + 1]
+        if a.weight.shape != (mid, 1, 1, in_ch) or b.weight.shape != (out, 3, 3, mid) or b.stride != 2:
+            raise WeightsFileError(
+                f"{path}: extra block {i + 1} has weights {a.weight.shape}, {b.weight.shape} (stride {b.stride}); "
+                f"SSD MobileNet v1 α={width_mult:g} needs {(mid, 1, 1, in_ch)} then {(out, 3, 3, mid)} stride 2"
+            )
+        state.update(_conv_state(f"extras.{i}.0", a, config.bn_eps))
+        state.update(_conv_state(f"extras.{i}.1", b, config.bn_eps))
+        in_ch = out
+    # Heads, by the feature map they read.
+    sources = [convs[i].output_index for i in _SOURCE_CONVS] + [convs[_BACKBONE_CONVS + 2 * i + 1].output_index for i in range(4)]
+    anchors_per = config.anchors.anchors_per_location()
+    for j, (tensor, anchors) in enumerate(zip(sources, anchors_per)):
+        pair = [c for c in head_convs if c.input_index == tensor]
+        if len(pair) != 2:
+            raise WeightsFileError(
+                f"{path}: feature map {j} feeds {len(pair)} head convs; SSD has a box and a class head on each"
+            )
+        box = next((c for c in pair if c.weight.shape[0] == anchors * 4 and "Class" not in c.output_name), None)
+        cls = next((c for c in pair if c is not box), None)
+        if box is None or cls is None or cls.weight.shape[0] != anchors * num_classes:
+            raise WeightsFileError(
+                f"{path}: heads on feature map {j} give {[c.weight.shape[0] for c in pair]} channels; with {anchors} anchors per cell "
+                f"and {num_classes} classes SSD needs {anchors * 4} (boxes) and {anchors * num_classes} (classes)"
+            )
+        state.update(_conv_state(f"box_heads.{j}", box, config.bn_eps, bn=False))
+        state.update(_conv_state(f"class_heads.{j}", cls, config.bn_eps, bn=False))
+    # The file's anchors must be our generator's (to the uint8 constant's rounding).
+    anchor_input = posts[0][1][2] if len(posts[0][1]) > 2 else -1
+    if anchor_input >= 0:
+        theirs = _constant(path, anchor_input)
+        sizes = config.feature_sizes()
+        ours = ssd_anchors(AnchorConfig(), sizes).double().numpy()
+        if theirs.shape != ours.shape or np.abs(theirs - ours).max() > 0.01:
+            diff = "shape " + str(theirs.shape) if theirs.shape != ours.shape else f"up to {np.abs(theirs - ours).max():.3g}"
+            raise WeightsFileError(
+                f"{path}: its anchors differ from TF's SSD anchor generator (scales 0.2-0.95, ratios 1, 2, 1/2, 3, 1/3) by {diff}"
+            )
+    return state, config

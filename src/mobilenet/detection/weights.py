@@ -1,0 +1,105 @@
+"""Detector weights on disk: our safetensors (config in the metadata) and TF Lite SSD files.
+
+A detector's safetensors file holds its :class:`DetectorConfig` as JSON under
+``mobilenet_detector_config``, beside the tensors, as a classifier's holds ``mobilenet_config``;
+so ``ssd_mobilenet_v1(weights="det.safetensors")`` rebuilds the model, its anchors, its
+post-processing, its class names and its preprocessing with no flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import CONFIG_KEY, DETECTOR_CONFIG_KEY, WeightsFileError, atomic_write, weights_metadata
+from ..weights.loader import check_model_file
+from .model import SSDMobileNetV1
+from .spec import DetectorConfig
+from .tflite_import import is_tflite_detector, load_detector_tflite
+
+__all__ = ["is_detector", "load_detector", "read_detector", "save_detector"]
+
+PathLike = str | os.PathLike[str]
+
+
+def save_detector(path: PathLike, model: SSDMobileNetV1, **metadata: str) -> Path:
+    """Writes the detector's weights and config to a safetensors file (atomically)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {DETECTOR_CONFIG_KEY: json.dumps(model.config.to_dict()), "format": "pt", **{k: str(v) for k, v in metadata.items()}}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def _paths(weights: Any) -> list[Path]:
+    if isinstance(weights, (str, os.PathLike)):
+        return [Path(weights)]
+    if isinstance(weights, Sequence) and len(weights) == 1 and isinstance(weights[0], (str, os.PathLike)):
+        return [Path(weights[0])]
+    raise ValueError(f"weights={weights!r}: a detector is one file (a .safetensors of ours or a TF Lite SSD .tflite)")
+
+
+def is_detector(weights: Any) -> bool:
+    """Whether ``weights`` (a path, or a list of one) is a detector: our safetensors with a detector
+    config, or a .tflite ending in TF Lite's detection post-processing. Unreadable files are not."""
+    try:
+        (path,) = _paths(weights)
+    except ValueError:
+        return False
+    if not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            return DETECTOR_CONFIG_KEY in weights_metadata(path)
+        if suffix == ".tflite":
+            return is_tflite_detector(path)
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def read_detector(weights: Any) -> tuple[dict[str, torch.Tensor], DetectorConfig]:
+    """A detector file → (state, config), or a one-line error saying what the file is instead."""
+    (path,) = _paths(weights)
+    check_model_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return load_detector_tflite(path)
+    if suffix != ".safetensors":
+        raise ValueError(
+            f"weights={str(path)!r}: a detector is a .safetensors file of ours or a TF Lite SSD .tflite, not {suffix or 'a file without suffix'}"
+        )
+    meta = weights_metadata(path)
+    if DETECTOR_CONFIG_KEY not in meta:
+        what = (
+            "a MobileNet v1 classifier" if CONFIG_KEY in meta else "not a detector of ours (no detector config in its metadata)"
+        )
+        raise WeightsFileError(
+            f"{path} is {what}, not an object detector; detection needs SSD weights "
+            "(e.g. Google's detect.tflite, or a .safetensors written by `mobilenet convert` from one)"
+        )
+    try:
+        config = DetectorConfig.from_dict(json.loads(meta[DETECTOR_CONFIG_KEY]))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise WeightsFileError(f"{path}: its {DETECTOR_CONFIG_KEY} metadata is unreadable ({exc})") from None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    return state, config
+
+
+def load_detector(weights: Any, **overrides: Any) -> SSDMobileNetV1:
+    """An :class:`SSDMobileNetV1` in eval mode from a detector file. ``overrides`` may restate the
+    config or change ``resolution``, ``postprocess`` (a name or a config), ``class_names``, ``labels``."""
+    state, config = read_detector(weights)
+    return SSDMobileNetV1.from_state_dict(state, config, source=str(_paths(weights)[0]), overrides=overrides)

@@ -1,0 +1,189 @@
+"""int8 that computes the same on every x86 CPU, and calibration on the model's own preprocessing.
+
+CPUs without VNNI (AMD before Zen 4, Intel client CPUs before Ice Lake) multiply uint8
+activations by int8 weights with ``vpmaddubsw``, which saturates a sum of two products at 32767.
+These tests check what holds on every CPU: the stored weights cannot reach that limit, OpenVINO
+forced onto its AVX2 kernels gives the same logits as on this CPU's best ones, and int8 agrees
+with float on real photos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mobilenet import mobilenet_v1
+from mobilenet.data import image_batches
+from mobilenet.deploy import backend_available, optimize
+from mobilenet.export import DEPTHWISE_WEIGHT_QMAX, MATMUL_WEIGHT_QMAX, export_model
+
+from .reference import MODELS, REFERENCE, have_reference
+
+pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
+FLOWERS = REFERENCE.parent / "data" / "flowers"
+needs_files = pytest.mark.skipif(not (have_reference() and FLOWERS.is_dir()), reason="../shared is not present")
+
+
+def _int8_weights(path: Path) -> list[tuple[str, bool, np.ndarray]]:
+    """(op, depthwise, int8 weights) of every quantized Conv and Gemm in a QDQ ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm"):
+            continue
+        dq = producer.get(node.input[1])
+        assert dq is not None and dq.op_type == "DequantizeLinear", f"{node.name}: weights are not quantized"
+        w = numpy_helper.to_array(inits[dq.input[0]])
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        found.append((node.op_type, group > 1 and group == w.shape[0], w))
+    return found
+
+
+def _assert_cannot_saturate(path: Path) -> None:
+    weights = _int8_weights(path)
+    assert len(weights) == 28  # conv1, 13 depthwise, 13 pointwise, the classifier
+    for op, depthwise, w in weights:
+        assert w.dtype == np.int8
+        top = int(np.abs(w.astype(np.int32)).max())
+        if depthwise:  # widened to 16 bits before multiplying: no pairs to saturate
+            assert top <= DEPTHWISE_WEIGHT_QMAX
+        else:  # two uint8 x int8 products in one int16: 2 * 255 * |w| must stay <= 32767
+            assert top <= MATMUL_WEIGHT_QMAX and 2 * 255 * top <= 32767, f"{op} weight {top}"
+
+
+def _google(name: str) -> torch.nn.Module:
+    return mobilenet_v1(weights=[str(f) for f in MODELS[name]]).eval()
+
+
+def _photos(model: torch.nn.Module, limit: int = 120) -> torch.Tensor:
+    return torch.cat(image_batches(FLOWERS / "val", model.config, limit=limit, seed=3))
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.argmax(1) == b.argmax(1)).float().mean())
+
+
+def test_random_model_int8_weights_cannot_saturate(tmp_path):
+    torch.manual_seed(0)
+    model = mobilenet_v1(width_mult=0.25, resolution=64, num_classes=10, activation="relu6").eval()
+    calibration = [torch.rand(8, 3, 64, 64) * 2 - 1 for _ in range(2)]
+    _assert_cannot_saturate(export_model(model, tmp_path / "m.int8.onnx", "onnx-int8", calibration=calibration))
+
+
+@needs_files
+def test_google_int8_keeps_its_grid_and_cannot_saturate(tmp_path):
+    """Google's 0.5-160 with its own ranges: every weight within the safe range, and the
+    depthwise weights (8 bits) exactly on Google's own grid where a channel fits."""
+    from mobilenet.export import stored_activation_ranges
+
+    model = _google("0.5_160")
+    ranges, _ = stored_activation_ranges(MODELS["0.5_160"])
+    path = export_model(model, tmp_path / "g.int8.onnx", "onnx-int8", activation_ranges=ranges)
+    _assert_cannot_saturate(path)
+
+
+def _openvino_logits(path: Path, isa: str | None, x: np.ndarray) -> np.ndarray:
+    """Logits of an int8 ONNX file in OpenVINO, in a fresh process; ``isa`` caps oneDNN's
+    instruction set (ONEDNN_MAX_CPU_ISA), so AVX2 runs the kernels of a CPU without VNNI."""
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if isa:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    folder = path.parent
+    np.save(folder / "x.npy", x)
+    code = (
+        "import numpy as np, openvino as ov, sys\n"
+        "m = ov.Core().compile_model(sys.argv[1], 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})\n"
+        "np.save(sys.argv[3], m(np.load(sys.argv[2]))[0])\n"
+    )
+    out = folder / f"logits-{isa or 'native'}.npy"
+    subprocess.run([sys.executable, "-c", code, str(path), str(folder / "x.npy"), str(out)], env=env, check=True, timeout=300)
+    return np.load(out)
+
+
+@needs_files
+@pytest.mark.slow
+def test_openvino_int8_is_the_same_on_avx2_kernels(tmp_path):
+    """On this CPU and on its AVX2 kernels (those of a CPU without VNNI), OpenVINO computes our
+    int8 file to the same logits. (ONNX Runtime has no such switch; its kernels saturate under
+    the same condition, which the weight check above rules out.)"""
+    if backend_available("openvino-int8") is not None:
+        pytest.skip("openvino is not installed")
+    from mobilenet.export import stored_activation_ranges
+
+    model = _google("0.25_128")
+    ranges, _ = stored_activation_ranges(MODELS["0.25_128"])
+    path = export_model(model, tmp_path / "g.int8.onnx", "onnx-int8", activation_ranges=ranges)
+    x = _photos(model, 64).numpy()
+    native, avx2 = _openvino_logits(path, None, x), _openvino_logits(path, "AVX2", x)
+    # The same integers: at most a rounding tie apart, one output step (the logits' scale).
+    step = np.diff(np.unique(native)).min()
+    assert np.abs(native - avx2).max() <= step * 1.01
+    assert (native.argmax(1) == avx2.argmax(1)).mean() >= 0.98
+
+
+@needs_files
+@pytest.mark.slow
+def test_export_calibrates_on_the_weights_preprocessing(tmp_path):
+    """`export --calibration DIR` and export_model(calibration=DIR) preprocess the calibration
+    photos as the weights expect (Google's: [-1, 1], central crop), so the int8 file agrees with
+    float on held-out photos; both give the same file."""
+    from .test_cli import run_cli
+
+    weights = str(MODELS["0.25_128"][0])
+    cli_path = tmp_path / "cli.int8.onnx"
+    run_cli("export", "--weights", weights, "--format", "onnx-int8", "--calibration", str(FLOWERS / "train"),
+            "--calibration-images", "64", "-o", str(cli_path))  # fmt: skip
+    model = _google("0.25_128")
+    from mobilenet.data import image_batches as batches
+
+    api_path = export_model(
+        model, tmp_path / "api.int8.onnx", "onnx-int8", calibration=batches(FLOWERS / "train", model.config, limit=64)
+    )
+    import onnx
+
+    cli_model, api_model = onnx.load(str(cli_path)), onnx.load(str(api_path))
+    assert [i.raw_data for i in cli_model.graph.initializer] == [i.raw_data for i in api_model.graph.initializer]
+    x = _photos(model)
+    with torch.no_grad():
+        want = model(x)
+    from mobilenet.deploy import ExportedModel
+
+    got = ExportedModel(cli_path)(x)
+    agreement = _agreement(got, want)
+    assert agreement >= 0.80, agreement
+
+
+@needs_files
+def test_optimize_takes_a_calibration_folder(tmp_path):
+    model = _google("0.25_128")
+    predictor = optimize(model, "int8", calibration=FLOWERS / "train", workdir=tmp_path)
+    x = _photos(model, 32)
+    with torch.no_grad():
+        want = model(x)
+    assert _agreement(predictor(x), want) >= 0.75
+
+
+def test_image_batches_needs_a_config(tmp_path):
+    with pytest.raises(TypeError):
+        image_batches(tmp_path)  # type: ignore[call-arg]
+
+
+def test_bench_names_the_cpu_features():
+    from mobilenet.bench import cpu_description
+
+    text = cpu_description()
+    assert "int8:" in text and "bf16:" in text
+    json.dumps(text)
