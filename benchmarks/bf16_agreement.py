@@ -18,26 +18,18 @@ the fp32 model's:
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import IMAGES, MODELS, REFERENCE, cpu_name
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))
-
-from tests.reference import IMAGES, MODELS, REFERENCE  # noqa: E402
-
-from mobilenet import mobilenet_v1  # noqa: E402
-from mobilenet.data import image_batches  # noqa: E402
-from mobilenet.deploy import optimize  # noqa: E402
-from mobilenet.model import fold_batchnorm  # noqa: E402
-from mobilenet.quantize import conv_units  # noqa: E402
+from mobilenet import mobilenet_v1
+from mobilenet.data import image_batches
+from mobilenet.deploy import optimize
+from mobilenet.model import fold_batchnorm
+from mobilenet.quantize import conv_units
 
 GOOGLE = {f"google {name.replace('_', '-')}": MODELS[name] for name in ("1.0_224", "0.25_128")}
 
@@ -82,12 +74,7 @@ def main() -> None:
     p.add_argument("--no-google", action="store_true", help="only the --weights given")
     args = p.parse_args()
     torch.set_num_threads(2)
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-         if line.startswith("Model name")),
-        platform.processor(),
-    )  # fmt: skip
-    print(f"CPU: {cpu}; torch {torch.__version__}")
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}")
     studies = {} if args.no_google else dict(GOOGLE)
     for files in args.weights:
         studies[" + ".join("/".join(Path(f).parts[-2:]) for f in files)] = files

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from _common import FLOWERS, TFLITE, cpu_name
+
 from mobilenet.train import TrainConfig, train
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FLOWERS = SHARED / "data" / "flowers"
-TFLITE = SHARED / "reference" / "tflite"
 MODELS = {
     "1.0-224": [
         str(TFLITE / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
@@ -31,14 +28,6 @@ MODELS = {
     "0.5-160": str(TFLITE / "mobilenet_v1_0.5_160_quant.tflite"),
     "0.25-128": str(TFLITE / "mobilenet_v1_0.25_128_quant.tflite"),
 }
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

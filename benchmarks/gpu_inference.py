@@ -16,11 +16,9 @@ import argparse
 import json
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mobilenet import mobilenet_v1
 from mobilenet.bench import time_calls
 from mobilenet.deploy import fold_batchnorm, settle_batchnorm

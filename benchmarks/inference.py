@@ -29,9 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.reference import MODELS, photos, resized, varied_inputs
+from _common import MODELS, LiteRT, photos, resized, varied_inputs
 
 from mobilenet import mobilenet_v1
 from mobilenet.bench import time_calls
@@ -165,8 +163,6 @@ def agreement(files: list[Path], count: int, calibration: list[torch.Tensor], wo
     0.1 or more): the varied crops include blends of two photos, made to be close calls, and on a
     close call any two correct implementations can disagree.
     """
-    from tests.reference import LiteRT
-
     ours = mobilenet_v1(weights=[str(f) for f in files]).eval()
     size = ours.config.resolution
     photo_images = np.stack([resized(p, size) for p in photos()])

@@ -10,14 +10,10 @@ LiteRT's leader is clear (margin >= 0.1), and the largest and median probability
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.reference import MODELS, LiteRT, photos, resized, varied_inputs
+from _common import MODELS, LiteRT, photos, resized, varied_inputs
 
 from mobilenet import mobilenet_v1
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import FLOWERS, IMAGES, TFLITE, cpu_name
 
 from mobilenet.bench import CallTimes, time_calls
 from mobilenet.data import image_batches, open_rgb, transforms_for
@@ -39,8 +39,6 @@ from mobilenet.pte import ExecuTorchModel, export_pte
 from mobilenet.weights import load_weights
 from mobilenet.weights.tflite import activation_quantization
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-TFLITE = SHARED / "reference" / "tflite"
 MODELS = {
     "1.0-224": [
         TFLITE / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
@@ -52,19 +50,11 @@ CANDIDATES = ("google-int8", "tflite-int8", "pte-int8", "tflite", "pte")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown CPU")
-
-
 def build_files(name: str, files: list[Path], folder: Path, calibration_images: int) -> tuple[dict[str, list[Path]], Any]:
     """The five candidates' files for one model, and a photo to feed them."""
     model = load_weights([str(f) for f in files]).eval()
     transform = transforms_for(model.config)
-    calibration = image_batches(SHARED / "data" / "flowers" / "train", model.config, limit=calibration_images, seed=2)
+    calibration = image_batches(FLOWERS / "train", model.config, limit=calibration_images, seed=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = {
@@ -76,7 +66,7 @@ def build_files(name: str, files: list[Path], folder: Path, calibration_images: 
             "tflite": [export_tflite(model, folder / f"{name}.tflite")],
             "pte": [export_pte(model, folder / f"{name}.pte")],
         }
-    photo = transform(open_rgb(SHARED / "reference" / "images" / "parrot.jpg")).unsqueeze(0)
+    photo = transform(open_rgb(IMAGES / "parrot.jpg")).unsqueeze(0)
     return out, photo
 
 
@@ -133,10 +123,10 @@ def main() -> None:
                     print(row, flush=True)
     table = "\n".join(lines)
     command = "python benchmarks/mobile.py " + " ".join(sys.argv[1:])
-    print(f"\n{cpu_model()}, {datetime.date.today()}: {command}\n{table}")
+    print(f"\n{cpu_name()}, {datetime.date.today()}: {command}\n{table}")
     if args.write:
         section = (
-            f"\n## Phone runtimes (`benchmarks/mobile.py`)\n\n{datetime.date.today()}, {cpu_model()}, torch {torch.__version__}.\n"
+            f"\n## Phone runtimes (`benchmarks/mobile.py`)\n\n{datetime.date.today()}, {cpu_name()}, torch {torch.__version__}.\n"
             f"Command: `{command.replace(' --write', '')}`.\n\n{table}\n"
         )
         with RESULTS.open("a") as f:

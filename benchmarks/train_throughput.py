@@ -38,9 +38,9 @@ class _Batches:
 
 def _epoch_fn(model, batches, cfg, device):
     """One call = one ``train_one_epoch`` over ``batches`` with the recipe's optimizer."""
-    from mobilenet.train import _make_optimizer, set_train_mode, train_one_epoch
+    from mobilenet.train import make_optimizer, set_train_mode, train_one_epoch
 
-    optimizer = _make_optimizer(cfg, model, 1e-3)
+    optimizer = make_optimizer(cfg, model, 1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     set_train_mode(model, cfg.bn)
     step_model = torch.compile(model) if cfg.compile else model

@@ -338,7 +338,7 @@ def _api_cases() -> list[tuple[str, Any, type[Exception], str]]:
         ("empty data", lambda: load_data("", 32), ValueError, "data folder is an empty string"),
         ("seed 1.5", lambda: load_data(None, 32, seed=1.5), ValueError, "seed=1.5 must be a whole number"),
         ("seed 2**64", lambda: load_data(None, 32, seed=2**64), ValueError, "seed=18446744073709551616 must be"),
-        ("train seed 1.5", lambda: TrainConfig(seed=1.5).validate(), ValueError, "seed=1.5 must be a whole number"),
+        ("train seed 1.5", lambda: TrainConfig(seed=1.5).check(), ValueError, "seed=1.5 must be a whole number"),
         ("bytes image", lambda: open_rgb(b"x.png"), TypeError, "image b'x.png' is bytes"),
         ("empty output", lambda: save_weights("", small), ValueError, "output is an empty string"),
         ("tiny crop", lambda: eval_transform(32, 1e-6), ValueError, "crop=1e-06 must be a fraction in [0.05, 1]"),

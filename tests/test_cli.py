@@ -51,3 +51,36 @@ def test_cli_bad_input_is_one_line():
     proc = run_cli("cost", "--width-mult", "-1", check=False)
     assert proc.returncode == 2
     assert "--width-mult" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "tflite-int8"])
+def test_export_through_the_cli_and_python_writes_the_same_file(tmp_path, fmt):
+    """`mobilenet export` is `mobilenet.export_model`: the same choices (int8 calibrated on the
+    digits the weights were trained on), the same file, the same check against PyTorch."""
+    pytest.importorskip("ai_edge_litert" if fmt.startswith("tflite") else "onnxruntime")
+    import torch
+
+    import mobilenet
+    from mobilenet.checkpoint import save_weights
+    from mobilenet.export import DEFAULT_SUFFIX
+
+    torch.manual_seed(0)
+    model = mobilenet.mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    weights = save_weights(tmp_path / "w.safetensors", model, model.config.replace(labels="digits"))
+    cli_out, py_out = tmp_path / f"cli{DEFAULT_SUFFIX[fmt]}", tmp_path / f"py{DEFAULT_SUFFIX[fmt]}"
+    proc = run_cli("export", "--weights", str(weights), "--format", fmt, "--calibration-images", "64", "-o", str(cli_out))
+    result = mobilenet.export_model(weights, py_out, fmt, calibration_images=64)
+    assert result.path == py_out
+    if fmt == "onnx":  # the exporter numbers its names per process: compare what the files hold and compute
+        import onnx
+
+        from mobilenet.deploy import load_exported
+
+        a, b = (onnx.load(str(p)) for p in (cli_out, py_out))
+        assert {(p.key, p.value) for p in a.metadata_props} == {(p.key, p.value) for p in b.metadata_props}
+        x = torch.rand(1, 3, 32, 32) * 2 - 1
+        torch.testing.assert_close(load_exported(cli_out)(x), load_exported(py_out)(x), rtol=0, atol=1e-6)
+    else:
+        assert cli_out.read_bytes() == py_out.read_bytes()
+    assert str(result.check["images"]) in proc.stdout and f"{result.check['size_mb']:.1f} MB" in proc.stdout

@@ -10,7 +10,7 @@ from mobilenet.cost import model_cost, separable_conv_cost, separable_cost_ratio
 from mobilenet.paper import compare
 from mobilenet.spec import TABLE1, MobileNetConfig, build_layers, conv_defs, scaled_depth
 
-# PAPER.md §4: exact Mult-Adds and params, 1000 classes, paper's convention.
+# The paper (../shared/PAPER.md §4, outside this repository): exact Mult-Adds and params, 1000 classes, paper's convention.
 PAPER_EXACT = [
     (1.0, 224, 568_740_352, 4_209_088),
     (1.0, 192, 418_121_728, 4_209_088),

@@ -247,7 +247,7 @@ def test_qat_refuses_what_it_cannot_simulate():
         ({"weights": "w.safetensors", "amp": True}, "drop --amp"),
     ):
         with pytest.raises(ValueError, match=phrase):
-            TrainConfig(qat=True, **extra).validate()
+            TrainConfig(qat=True, **extra).check()
 
 
 @pytest.mark.slow
@@ -276,3 +276,20 @@ def test_qat_continues_a_run_keeps_its_classifier_and_resumes_exactly(tmp_path):
     assert ranges_from_metadata(meta_a) == ranges_from_metadata(meta_b) is not None
     qat = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert qat["best_val_top1"] >= float_run["best_val_top1"] - 0.05, (qat, float_run)
+
+
+def test_recipes_are_data_and_one_can_be_named():
+    from mobilenet.train import RECIPES, recipe_for
+    from mobilenet.train.recipes import describe_recipe
+
+    assert recipe_for(TrainConfig()) == "digits" and recipe_for(TrainConfig(data="d")) == "paper"
+    assert recipe_for(TrainConfig(weights="w", freeze_backbone=True)) == "linear-probe"
+    assert recipe_for(TrainConfig(weights="w", qat=True)) == "qat"
+    assert recipe_for(TrainConfig(recipe="paper")) == "paper"  # named: the digits run with the paper's defaults
+    assert RECIPES["qat"].defaults["lr"] == 1e-4 and RECIPES["digits"].defaults["resolution"] == 32
+    assert "picked by no --data" in describe_recipe(TrainConfig())
+    assert "(--recipe paper)" in describe_recipe(TrainConfig(recipe="paper"))
+    with pytest.raises(ValueError, match="recipe='finetune' is for runs with --weights"):
+        TrainConfig(recipe="finetune").check()
+    with pytest.raises(ValueError, match="recipe='nope' must be one of"):
+        TrainConfig(recipe="nope").check()

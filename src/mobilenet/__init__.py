@@ -7,6 +7,7 @@
 """
 
 from .builder import mobilenet_v1
+from .commands import export_model
 from .cost import CostReport, LayerCost, model_cost, separable_conv_cost, separable_cost_ratio, standard_conv_cost
 from .detection import ssd_mobilenet_v1
 from .model import FeatureExtractor, MobileNetV1
@@ -24,6 +25,7 @@ __all__ = [
     "build_blocks",
     "build_layers",
     "conv_defs",
+    "export_model",
     "mobilenet_v1",
     "model_cost",
     "scaled_depth",

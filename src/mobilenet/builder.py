@@ -28,7 +28,7 @@ def mobilenet_v1(
 
     Args:
         weights: None for random init; a ``MobileNet_V1_Weights`` member, its name, or a path to a
-            ``.safetensors`` / ``.tflite`` / ``.h5`` / timm ``.pth`` file. The weights' own config (α,
+            file of any format :mod:`mobilenet.formats` reads as weights (ours, Google's TF Lite, Keras' .h5, timm's). The weights' own config (α,
             classes, activation, padding) is used; passing a conflicting value raises a ``ValueError``.
         progress: show a download progress bar.
         features_only: return a backbone whose forward gives the maps at ``out_reductions``.

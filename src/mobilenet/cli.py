@@ -1,4 +1,9 @@
-"""The ``mobilenet`` command: a thin argparse front over the library. No logic lives here."""
+"""The ``mobilenet`` command: it parses, calls one library function per subcommand, and prints.
+
+Each subcommand is a row of :func:`_commands`: its help, its flags (as data; ``train`` and
+``sweep`` generate theirs from :class:`~mobilenet.train.TrainConfig`) and the function that calls
+the library and prints. Every choice a command makes is the library's (:mod:`mobilenet.commands`).
+"""
 
 from __future__ import annotations
 
@@ -11,22 +16,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
-
-
-def _command(name: str) -> Callable[[Callable[[argparse.Namespace], int | None]], Callable[[argparse.Namespace], int | None]]:
-    def register(fn: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int | None]:
-        _COMMANDS[name] = fn
-        return fn
-
-    return register
+Flag = tuple[tuple[str, ...], dict[str, Any]]
 
 
 def _print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def _note(notes: Sequence[str]) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _int_at_least(minimum: int, why: str) -> Callable[[str], int]:
@@ -88,24 +90,6 @@ _THREADS = _int_at_least(1, "CPU threads")
 _CALIBRATION_IMAGES = _int_at_least(1, "how many calibration images int8 uses; a few hundred is typical")
 
 
-def _add_arch_args(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
-    p.add_argument("--width-mult", "-a", type=_WIDTH, default=1.0 if defaults else None, help="width multiplier α (default 1.0)")
-    p.add_argument(
-        "--resolution",
-        "-r",
-        type=_resolution_type(),
-        default=224 if defaults else None,
-        help="input size, the resolution multiplier ρ·224 (default 224)",
-    )
-    p.add_argument(
-        "--variant",
-        choices=["separable", "conv", "shallow"],
-        default="separable" if defaults else None,
-        help="separable = the paper's net; conv = Table 4's Conv MobileNet; shallow = Table 5's",
-    )
-
-
-@_command("cost")
 def _cost(args: argparse.Namespace) -> None:
     from .cost import model_cost
 
@@ -120,7 +104,6 @@ def _cost(args: argparse.Namespace) -> None:
         print(report.format_table(per_layer=args.per_layer))
 
 
-@_command("paper")
 def _paper(args: argparse.Namespace) -> int:
     from .paper import compare, format_comparison
 
@@ -137,23 +120,15 @@ def _given(args: argparse.Namespace, names: Any) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
-@_command("train")
 def _train(args: argparse.Namespace) -> None:
     from dataclasses import fields
 
-    from .detection import is_detection_task
-    from .train import TrainConfig, train
+    from .commands import train
+    from .train import TrainConfig
 
-    given = _given(args, [f.name for f in fields(TrainConfig)])
-    if is_detection_task(given.get("weights"), given.get("data")):
-        from .detection.train import train_detector
-
-        train_detector(**given)
-        return
-    train(TrainConfig(**given))
+    train(**_given(args, [f.name for f in fields(TrainConfig)]))
 
 
-@_command("sweep")
 def _sweep(args: argparse.Namespace) -> None:
     from dataclasses import fields
 
@@ -166,20 +141,23 @@ def _sweep(args: argparse.Namespace) -> None:
     print(f"plot: {result['plot']}")
 
 
-@_command("eval")
 def _eval(args: argparse.Namespace) -> None:
-    from .detection import is_detection_task
+    from .commands import evaluate
 
-    if is_detection_task(args.weights, args.data):
-        return _eval_detection(args)
-    from .evaluate import evaluate, evaluation_data
-
-    model = _inference_model(args.weights, args.runtime)
-    loader, label_offset, classes = evaluation_data(
-        model, args.data, batch_size=args.batch_size, workers=args.workers, preprocess=args.preprocess
+    result = evaluate(
+        args.weights,
+        args.data,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        preprocess=args.preprocess,
+        runtime=args.runtime,
+        images=args.images,
+        postprocess=args.postprocess,
+        class_agnostic=args.class_agnostic,
     )
-    result = evaluate(model, loader, num_classes=len(classes), label_offset=label_offset)
-    result["classes"] = classes
+    if "map" in result:  # a detector's COCO AP
+        _print_detection_eval(args, result)
+        return
     if args.json:
         if not args.per_class:
             result.pop("confusion")
@@ -191,7 +169,7 @@ def _eval(args: argparse.Namespace) -> None:
     if result["skipped"]:
         print(f"skipped {result['skipped']} unreadable image(s)")
     if args.per_class:
-        confusion = result["confusion"]
+        classes, confusion = result["classes"], result["confusion"]
         # Only the classes the data holds: an ImageNet model has 1000, most absent from a small set.
         present = [i for i, row in enumerate(confusion) if sum(row)]
         for i in present:
@@ -202,53 +180,10 @@ def _eval(args: argparse.Namespace) -> None:
                 print("  " + " ".join(f"{v:4d}" for v in row))
 
 
-def _weights_arg(values: list[str]) -> Any:
-    return values[0] if len(values) == 1 else values
-
-
-def _inference_model(values: list[str], runtime: str = "torch") -> Any:
-    """Weights for predict/eval: anything load_weights reads, an exported .onnx (fp32 or int8), a
-    .tflite or .pte file we exported (run in LiteRT / ExecuTorch), or with ``runtime="litert"``
-    any .tflite (Google's too) in LiteRT. Someone else's .tflite otherwise loads as weights."""
-    from .weights.loader import check_model_file
-
-    for value in values:  # a local file is checked for what it is before any runtime parses it
-        if value.strip() and (Path(value).suffix or os.sep in value or Path(value).exists()):
-            check_model_file(value)
-    suffixes = {Path(v).suffix.lower() for v in values}
-    if runtime == "litert":
-        if suffixes != {".tflite"}:
-            raise ValueError(f"--runtime litert runs .tflite files; got {' '.join(values)}")
-        from .litert import LiteRTModel
-
-        return LiteRTModel(values)
-    if len(values) == 1 and suffixes == {".onnx"}:
-        from .deploy import ExportedModel
-
-        return ExportedModel(values[0])
-    if len(values) == 1 and suffixes == {".pte"}:
-        from .pte import ExecuTorchModel
-
-        return ExecuTorchModel(values[0])
-    if len(values) == 1 and suffixes == {".tflite"}:
-        import importlib.util
-
-        if importlib.util.find_spec("ai_edge_litert") is not None:
-            from .litert import LiteRTModel, tflite_config
-
-            if tflite_config(values[0]) is not None:  # ours: it says how to run it
-                return LiteRTModel(values[0])
-    from .weights import load_weights
-
-    return load_weights(_weights_arg(values))
-
-
-@_command("predict")
 def _predict(args: argparse.Namespace) -> None:
-    from .predict import iter_predictions
+    from .commands import predict
 
-    model = _inference_model(args.weights, args.runtime)
-    results = iter_predictions(model, args.images, topk=args.topk, crop=args.crop, preprocess=args.preprocess)
+    results = predict(args.images, args.weights, topk=args.topk, crop=args.crop, preprocess=args.preprocess, runtime=args.runtime)
     if args.json:
         _print_json(list(results))
         return
@@ -264,234 +199,71 @@ def _predict(args: argparse.Namespace) -> None:
         print(f"skipped {skipped} unreadable image(s)", file=sys.stderr)
 
 
-@_command("convert")
 def _convert(args: argparse.Namespace) -> None:
-    from .checkpoint import save_weights
-    from .export import output_path
-    from .weights import load_weights
+    from .commands import convert
 
-    out = _noted(output_path(args.output, (".safetensors",), ".safetensors", "convert"))
-    sources = [args.source, *([args.source2] if args.source2 else [])]
-    from .detection import convert_detector, is_detection_task
-
-    if len(sources) == 1 and is_detection_task(sources):
-        print(convert_detector(sources[0], out)[1])
-        return
-    model = load_weights(_weights_arg(sources))
-    out = save_weights(out, model, source=" + ".join(Path(s).name for s in sources))
-    c = model.config
-    print(
-        f"wrote {out}: MobileNet v1 α={c.width_mult:g}, {c.resolution}px, {c.num_classes} classes, {c.activation}, padding={c.padding}"
-    )
+    result = convert([args.source, *([args.source2] if args.source2 else [])], args.output)
+    _note(result.notes)
+    print(result.summary)
 
 
-def _model_for(args: argparse.Namespace, width_mult: float | None = None, resolution: int | None = None) -> Any:
-    """The model a deploy command works on: the weights given, or a random init of the asked shape."""
-    from .builder import mobilenet_v1
-
-    if args.weights:
-        from .weights import load_weights
-
-        model = load_weights(_weights_arg(args.weights)).eval()
-        # The weights fix α and the classes; a flag that says otherwise is a mistake, not a request
-        # (mobilenet_v1(weights=..., width_mult=...) refuses it too). A resolution is an input size:
-        # the net is fully convolutional, so any size >= 32 runs the same weights.
-        c = model.config
-        for flag, given, have in (("--width-mult", width_mult, c.width_mult), ("--num-classes", args.num_classes, c.num_classes)):
-            if given is not None and given != have:
-                raise ValueError(
-                    f"{flag} {given:g} contradicts the weights {' + '.join(args.weights)}, which have {have:g}; "
-                    f"drop {flag} (the weights fix it) or pass other weights"
-                )
-        return model
-    from .deploy import settle_batchnorm
-
-    model = mobilenet_v1(
-        width_mult=width_mult or 1.0,
-        resolution=resolution or 224,
-        num_classes=args.num_classes or 1000,
-        activation="relu6",
-        padding="tf",
-    )
-    return settle_batchnorm(model, resolution or 224).eval()
-
-
-def _calibration(args: argparse.Namespace, config: Any, resolution: int) -> list[Any]:
-    import torch
-
-    from .data import DigitsDataset, image_batches
-
-    if args.calibration:
-        return image_batches(args.calibration, config, resolution=resolution, limit=args.calibration_images)
-    if config is not None and config.labels == "digits" and config.num_classes == 10:
-        digits = DigitsDataset("train", resolution, augment=False)
-        images = torch.stack([digits[i][0] for i in range(min(args.calibration_images, len(digits)))])
-        return list(images.split(32))
-    raise ValueError(
-        "int8 needs calibration images like the real inputs: pass --calibration DIR (any folder of images; "
-        f"{args.calibration_images} are used)"
-    )
-
-
-def _noted(checked: tuple[Path, str | None]) -> Path:
-    """The output path from :func:`mobilenet.export.output_path`, its note (a suffix added) on stderr."""
-    path, note = checked
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    return path
-
-
-def _stored_ranges(args: argparse.Namespace) -> tuple[dict[str, tuple[float, int]], str] | None:
-    """int8 uses the ranges the weights carry (Google's quantized files, a --qat run) unless the
-    user asks to calibrate."""
-    if not args.weights or args.calibration:
-        return None
-    from .export import stored_activation_ranges
-
-    return stored_activation_ranges(w for w in args.weights if Path(w).exists())
-
-
-@_command("export")
 def _export(args: argparse.Namespace) -> None:
-    import torch
+    from .commands import export_model
 
-    from .detection.weights import is_detector
-    from .export import DEFAULT_SUFFIX, export_model, export_output_path
-
-    if args.weights and is_detector(args.weights):
-        from .detection.export import export_detector
-
-        print(export_detector(args.weights[0], args.output, args.format)[1])
+    result = export_model(
+        args.weights, args.output, args.format, width_mult=args.width_mult, resolution=args.resolution,
+        num_classes=args.num_classes, dynamic_batch=args.dynamic_batch, calibration=args.calibration,
+        calibration_images=args.calibration_images, calibration_method=args.calibration_method,
+    )  # fmt: skip
+    _note(result.notes)
+    if result.summary:
+        print(result.summary)
         return
-    out = None
-    if args.output:  # checked before any work: the format decides the file kind, the suffix must agree
-        out = _noted(export_output_path(args.output, args.format))
-    model = _model_for(args, args.width_mult, args.resolution)
-    config = model.config
-    resolution = args.resolution or config.resolution
-    if out is None:
-        stem = Path(args.weights[0]).stem if args.weights else f"mobilenet_v1_{config.width_mult:g}_{resolution}"
-        out = Path(stem + DEFAULT_SUFFIX[args.format])
-    calibration, ranges = None, None
-    if args.format == "pte-int8":  # the PT2E flow calibrates; a TF Lite file's ranges do not carry over
-        calibration = _calibration(args, config, resolution)
-    elif args.format in ("onnx-int8", "tflite-int8"):
-        stored = _stored_ranges(args)
-        if stored is not None:
-            ranges, source = stored
-            print(f"int8 activation ranges: {source} (pass --calibration DIR to calibrate instead)")
-        else:
-            calibration = _calibration(args, config, resolution)
-    path = export_model(
-        model,
-        out,
-        args.format,
-        resolution=resolution,
-        dynamic_batch=args.dynamic_batch,
-        calibration=calibration,
-        calibration_method=args.calibration_method,
-        activation_ranges=ranges,
-    )
-    # Check the file against the PyTorch model it came from, on real inputs where we have them.
-    x = calibration[0][:8] if calibration else torch.rand(8, config.in_chans, resolution, resolution) * 2 - 1
-    if not args.dynamic_batch and args.format in ("onnx", "pt2", "torchscript"):
-        x = x[:1]
-    from .deploy import load_exported
-
-    with torch.inference_mode():
-        want = model(x)
-    got = load_exported(path)(x)
-    if args.format.endswith("-int8"):
-        size = f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)"
-        if calibration:
-            agree = float((got.argmax(1) == want.argmax(1)).float().mean())
-            print(f"{size}; top-1 agreement with float on {len(x)} calibration images: {agree:.1%}")
-        else:  # agreement on random inputs says nothing about photos
-            print(f"{size}; to see how often it agrees with float on your photos: mobilenet eval --weights {path} --data DIR")
-    else:
-        diff = float((got - want).abs().max())
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); largest difference from PyTorch: {diff:.2e}")
-        if diff > 1e-3:
-            raise RuntimeError(f"{path}: the exported model differs from PyTorch by {diff:.3g}; please report this")
+    if result.ranges_from:
+        print(f"int8 activation ranges: {result.ranges_from} (pass --calibration DIR to calibrate instead)")
+    check, path = result.check or {}, result.path
+    size = f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)"
+    if not check.get("int8"):
+        print(f"{size}; largest difference from PyTorch: {check.get('max_diff', float('nan')):.2e}")
+    elif check.get("agreement") is not None:
+        print(f"{size}; top-1 agreement with float on {check['images']} calibration images: {check['agreement']:.1%}")
+    else:  # agreement on random inputs says nothing about photos
+        print(f"{size}; to see how often it agrees with float on your photos: mobilenet eval --weights {path} --data DIR")
 
 
-@_command("bench")
 def _bench(args: argparse.Namespace) -> int:
-    import torch
+    from .bench import format_per_layer, format_timing, format_timings
+    from .commands import bench
 
-    from .bench import format_per_layer, format_timing, format_timings, per_layer_profile, plot_latency, run_grid
-
-    if args.weights and args.width_mult:
-        raise ValueError("--width-mult is for random-init models; the weights fix α (drop one of the two)")
-    if args.plot:  # checked before the timings, not after them
-        from .export import output_path
-
-        args.plot = _noted(output_path(args.plot, (".png",), ".png", "--plot"))
-    cores = os.cpu_count() or 1
-    for n in args.threads or []:
-        if n > cores:
-            warnings.warn(
-                f"--threads {n} is more than this machine's {cores} CPU cores; the timings will measure oversubscription",
-                stacklevel=1,
-            )
-    if args.threads:
-        torch.set_num_threads(args.threads[0])
-    first = _model_for(args, args.width_mult[0] if args.width_mult else None, args.resolution[0] if args.resolution else None)
-    widths = args.width_mult or [first.config.width_mult]
-    resolutions = args.resolution or [first.config.resolution]
-
-    if args.per_layer:
-        res, batch = resolutions[0], args.batch_size[0]
-        rows = per_layer_profile(first, torch.rand(batch, first.config.in_chans, res, res) * 2 - 1)
-        if args.json:
-            _print_json(rows)
-        else:
-            print(f"eager PyTorch (BN folded, channels_last), α={first.config.width_mult:g}, {res} px, batch {batch}")
-            print(format_per_layer(rows))
-        return 0
-
-    def build(alpha: float, res: int) -> Any:
-        # With --weights there is one model; the resolution only sets the input (the net is fully convolutional).
-        return first if args.weights or (alpha, res) == (widths[0], resolutions[0]) else _model_for(args, alpha, res)
-
-    def calibration(res: int) -> list[Any]:
-        if args.calibration:
-            return _calibration(args, first.config, res)
-        print("note: int8 calibrated on random inputs (speed only); pass --calibration DIR for a usable model", file=sys.stderr)
-        return [torch.rand(8, first.config.in_chans, res, res) * 2 - 1 for _ in range(4)]
-
-    stored = _stored_ranges(args) if any("int8" in b for b in args.backend) else None
-    ranges = stored[0] if stored else None
-    if not args.json:
+    if not args.json and not args.per_layer:
         from .bench import cpu_description
 
         print(f"cpu: {cpu_description()}")
         print(format_timings([]))
-    results = run_grid(
-        build,
-        activation_ranges=ranges,
-        widths=widths,
-        resolutions=resolutions,
-        batch_sizes=args.batch_size,
-        threads=args.threads or [torch.get_num_threads()],
-        backends=args.backend,
-        calibration=calibration,
-        warmup=args.warmup,
-        iters=args.iters,
-        min_seconds=args.min_seconds,
+    result = bench(
+        args.weights, width_mult=args.width_mult, resolution=args.resolution, num_classes=args.num_classes,
+        batch_size=args.batch_size, threads=args.threads, backend=args.backend, warmup=args.warmup, iters=args.iters,
+        min_seconds=args.min_seconds, per_layer=args.per_layer, calibration=args.calibration,
+        calibration_images=args.calibration_images, plot=args.plot,
         report=None if args.json else lambda t: print(format_timing(t), flush=True),
-        skipped=lambda b, why: print(f"skipping {b}: {why}", file=sys.stderr),
-    )
-    if not results:
-        raise ValueError("no backend could run; see the messages above")
+        note=lambda text: print(f"note: {text}" if text.startswith("int8") else text, file=sys.stderr),
+    )  # fmt: skip
+    _note(result.notes)
+    if result.rows is not None:
+        if args.json:
+            _print_json(result.rows)
+        else:
+            print(result.heading)
+            print(format_per_layer(result.rows))
+        return 0
     if args.json:
-        _print_json([t.to_dict() for t in results])
-    if args.plot:
-        print(f"wrote {plot_latency(results, args.plot)}", file=sys.stderr)
+        _print_json([t.to_dict() for t in result.timings])
+    if result.plot:
+        print(f"wrote {result.plot}", file=sys.stderr)
     return 0
 
 
-def _add_train_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+def _train_flags(sweep: bool = False) -> list[Flag]:
     """One flag per TrainConfig field, with its help text: the dataclass is the one source of
     every default and choice. Flags the user leaves out are absent, so the recipe decides them."""
     import typing
@@ -500,6 +272,7 @@ def _add_train_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     from .train import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
+    flags_out: list[Flag] = []
     for f in fields(TrainConfig):
         meta = dict(f.metadata)
         flags = [meta.pop("short")] if "short" in meta else []
@@ -526,18 +299,8 @@ def _add_train_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
             )
         if sweep and f.name == "out":
             kwargs["help"] = "output folder; each grid point trains in OUT/a<α>_r<size> (default runs/sweep)"
-        p.add_argument(*flags, **kwargs)
-
-
-def _add_preprocess_arg(p: argparse.ArgumentParser) -> None:
-    from .spec import PREPROCESSES
-
-    p.add_argument(
-        "--preprocess",
-        choices=PREPROCESSES,
-        help="tf: the central 87.5%% of height and width, resized to SxS (how Google evaluated its weights); "
-        "torchvision: short side resized, centre square. Default: what the weights carry",
-    )
+        flags_out.append((tuple(flags), kwargs))
+    return flags_out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,14 +316,6 @@ def _detector_cost(args: argparse.Namespace, given: dict[str, Any]) -> Any:
     return detector_cost(**given)
 
 
-def _add_detector_cost_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--detector",
-        choices=["ssd"],
-        help="ssd: SSD MobileNet v1 as TF OD API builds it (Table 13; default 300 px, 91 classes with background)",
-    )
-
-
 def _folder_or_json(text: str) -> str:
     """An argparse type: an existing folder, or an annotation .json file (box data for detectors)."""
     if Path(text).suffix.lower() == ".json":
@@ -570,31 +325,7 @@ def _folder_or_json(text: str) -> str:
     return _folder(text)
 
 
-def _add_detection_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", type=_folder, help="detectors: the image folder of a COCO JSON (default: COCO's layout)")
-    p.add_argument(
-        "--postprocess",
-        choices=["coco", "tflite"],
-        help="detectors: coco = TF OD API's per-class NMS, 100 detections (default for eval); "
-        "tflite = the phone file's fast NMS, 10 detections (default for detect: the weights' own)",
-    )
-    p.add_argument("--class-agnostic", action="store_true", help="detectors: every detection counts as the data's one category")
-
-
-def _eval_detection(args: argparse.Namespace) -> None:
-    from .detection import evaluate_detector
-
-    if len(args.weights) != 1:
-        raise ValueError(f"a detector is one weights file; got {len(args.weights)}")
-    result = evaluate_detector(
-        args.weights[0],
-        args.data,
-        images=args.images,
-        runtime=args.runtime,
-        postprocess=args.postprocess or "coco",
-        class_agnostic=args.class_agnostic,
-        batch_size=min(args.batch_size, 16),
-    )
+def _print_detection_eval(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if args.json:
         _print_json(result)
         return
@@ -605,7 +336,6 @@ def _eval_detection(args: argparse.Namespace) -> None:
     )
 
 
-@_command("detect")
 def _detect(args: argparse.Namespace) -> None:
     from .detection import detect_files
 
@@ -623,28 +353,159 @@ def _detect(args: argparse.Namespace) -> None:
             print(f"  drew {r['drawing']}")
 
 
-def _add_detect_parser(sub: Any) -> None:
-    p = sub.add_parser("detect", help="objects in photos: label, score and pixel box [x0, y0, x1, y1] (SSD detectors)")
-    p.add_argument("images", nargs="+")
-    p.add_argument(
-        "--weights", required=True, help="a detector: Google's detect.tflite, or our .safetensors from mobilenet convert"
-    )
-    p.add_argument(
-        "--runtime", choices=["torch", "litert"], default="torch", help="litert: run the .tflite itself in LiteRT (default: ours)"
-    )
-    p.add_argument(
-        "--postprocess",
-        choices=["coco", "tflite"],
-        help="tflite: fast NMS, 10 detections; coco: per-class NMS (default: the weights' own)",
-    )
-    p.add_argument(
-        "--score", type=_finite_float(0.0, "a score in [0, 1]"), help="show detections scoring at least this (default 0.5)"
-    )
-    p.add_argument("--draw", help="folder to write each photo to, with its boxes and labels drawn (PNG)")
-    p.add_argument("--json", action="store_true")
+_DETECTOR_COST: Flag = (
+    ("--detector",),
+    {
+        "choices": ["ssd"],
+        "help": "ssd: SSD MobileNet v1 as TF OD API builds it (Table 13; default 300 px, 91 classes with background)",
+    },
+)
+_DETECTION_EVAL: list[Flag] = [
+    (("--images",), {"type": _folder, "help": "detectors: the image folder of a COCO JSON (default: COCO's layout)"}),
+    (
+        ("--postprocess",),
+        {
+            "choices": ["coco", "tflite"],
+            "help": "detectors: coco = TF OD API's per-class NMS, 100 detections (default for eval); "
+            "tflite = the phone file's fast NMS, 10 detections (default for detect: the weights' own)",
+        },
+    ),
+    (("--class-agnostic",), {"action": "store_true", "help": "detectors: every detection counts as the data's one category"}),
+]
+_DETECT: list[Flag] = [
+    (("images",), {"nargs": "+"}),
+    (
+        ("--weights",),
+        {"required": True, "help": "a detector: Google's detect.tflite, or our .safetensors from mobilenet convert"},
+    ),
+    (
+        ("--runtime",),
+        {"choices": ["torch", "litert"], "default": "torch", "help": "litert: run the .tflite itself in LiteRT (default: ours)"},
+    ),
+    (
+        ("--postprocess",),
+        {
+            "choices": ["coco", "tflite"],
+            "help": "tflite: fast NMS, 10 detections; coco: per-class NMS (default: the weights' own)",
+        },
+    ),
+    (
+        ("--score",),
+        {"type": _finite_float(0.0, "a score in [0, 1]"), "help": "show detections scoring at least this (default 0.5)"},
+    ),
+    (("--draw",), {"help": "folder to write each photo to, with its boxes and labels drawn (PNG)"}),
+    (("--json",), {"action": "store_true"}),
+]
+
+#: Flags several subcommands share.
+_JSON: Flag = (("--json",), {"action": "store_true", "help": "machine-readable output"})
+_PREPROCESS_HELP = (
+    "tf: the central 87.5%% of height and width, resized to SxS (how Google evaluated its weights); "
+    "torchvision: short side resized, centre square. Default: what the weights carry"
+)
+
+
+def _inference_flags() -> list[Flag]:
+    """The flags ``eval`` and ``predict`` share: the runtime and the preprocessing."""
+    from .deploy import RUNTIMES
+    from .spec import PREPROCESSES
+
+    others = ", ".join(r for r in RUNTIMES if r != "torch")
+    return [
+        (
+            ("--runtime",),
+            {
+                "choices": RUNTIMES,
+                "default": "torch",
+                "help": f"{others}: run that runtime's files there, anyone's (default: our exports run in their "
+                "runtime, other files load as weights)",
+            },
+        ),
+        (("--preprocess",), {"choices": PREPROCESSES, "help": _PREPROCESS_HELP}),
+        _JSON,
+    ]
+
+
+def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace], int | None]]]:
+    """Every subcommand: its help, its flags and what runs it. The parser is built from this."""
+    from .deploy import BACKENDS
+    from .export import FORMATS
+    from .spec import MIN_RESOLUTION, VARIANTS
+
+    resolution = _int_at_least(MIN_RESOLUTION, "input size in px: the net downsamples 32x; the paper uses 224, 192, 160, 128")
+    weights = "weights file(s) or a registry name (two files for the split 1.0-224 TF Lite model)"
+    random_weights = (("--weights",), {"nargs": "+", "help": "weights file(s) or registry name (default: random init)"})
+    calibration_dir = "int8: folder of sample images (searched recursively)"
+    return {
+        "cost": ("Mult-Adds and params for any α, resolution, class count and variant", [
+            # No defaults here: the library states them (224 px, 1000 classes; a detector's own).
+            (("--width-mult", "-a"), {"type": _WIDTH, "help": "width multiplier α (default 1.0)"}),
+            (("--resolution", "-r"), {"type": resolution, "help": "input size, the resolution multiplier ρ·224 (default 224)"}),
+            (("--variant",), {"choices": VARIANTS, "help": "separable = the paper's net; conv = Table 4's Conv MobileNet; shallow = Table 5's"}),
+            (("--num-classes",), {"type": _int_at_least(0, "0 = no classifier, the features only"), "help": "default 1000"}),
+            _DETECTOR_COST,
+            (("--per-layer",), {"action": "store_true", "help": "print one row per layer, as Table 1"}),
+            (("--json",), {"action": "store_true", "help": "machine-readable output (always includes the per-layer rows)"}),
+        ], _cost),
+        "paper": ("the paper's printed cost tables next to ours", [(("--json",), {"action": "store_true"})], _paper),
+        "train": ("train on the built-in digits or an ImageFolder tree (the paper's recipe)", _train_flags(), _train),
+        "sweep": ("train an α x resolution grid and plot accuracy vs Mult-Adds (Figures 4, 5)", _train_flags(sweep=True), _sweep),
+        "eval": ("top-1/top-5 of saved weights on an ImageFolder tree or the built-in set", [
+            (("--weights",), {"required": True, "nargs": "+", "help": weights}),
+            (("--data",), {"type": _folder_or_json, "help": "ImageFolder tree (class folders, or DIR/val/<class>); default: built-in digits val split. Detectors: a COCO instances JSON or a Pascal VOC root"}),
+            (("--batch-size",), {"type": _BATCH, "default": 64}),
+            (("--workers",), {"type": _int_at_least(0, "data-loading processes; 0 = in this process"), "default": 0}),
+            (("--per-class",), {"action": "store_true", "help": "per-class accuracy and the confusion matrix"}),
+            *_inference_flags(),
+            *_DETECTION_EVAL,
+        ], _eval),
+        "predict": ("top-k labels for images", [
+            (("images",), {"nargs": "+"}),
+            (("--weights",), {"required": True, "nargs": "+", "help": weights}),
+            (("--topk",), {"type": _int_at_least(1, "how many labels to show per image"), "default": 5}),
+            (("--crop",), {"type": float, "help": "central crop fraction (default: the weights'; 1.0 = the whole image)"}),
+            *_inference_flags(),
+        ], _predict),
+        "export": ("export to ONNX, TorchScript, PT2, TF Lite or ExecuTorch (fp32 or int8), checked against PyTorch", [
+            random_weights,
+            (("--format",), {"choices": FORMATS, "default": "onnx"}),
+            (("--dynamic-batch",), {"action": "store_true", "help": "leave the batch size free (ONNX, PT2)"}),
+            (("--width-mult", "-a"), {"type": _WIDTH, "help": "α, without --weights (default 1.0)"}),
+            (("--resolution", "-r"), {"type": resolution, "help": "input size (default: the weights')"}),
+            (("--num-classes",), {"type": _CLASSES, "help": "without --weights (default 1000)"}),
+            (("--calibration",), {"type": _folder, "help": calibration_dir}),
+            (("--calibration-images",), {"type": _CALIBRATION_IMAGES, "default": 256}),
+            (("--calibration-method",), {"choices": ["minmax", "percentile", "entropy"], "default": "minmax"}),
+            (("-o", "--output"), {"help": "output file (default: next to the name of the weights)"}),
+        ], _export),
+        "bench": ("latency and throughput per backend; --per-layer: time vs Mult-Adds by layer", [
+            random_weights,
+            (("--width-mult", "-a"), {"type": _WIDTH, "nargs": "+", "help": "α values (default 1.0)"}),
+            (("--resolution", "-r"), {"type": resolution, "nargs": "+", "help": "input sizes (default 224)"}),
+            (("--num-classes",), {"type": _CLASSES, "help": "without --weights (default 1000)"}),
+            (("--batch-size", "-b"), {"type": _BATCH, "nargs": "+", "default": [1]}),
+            (("--threads", "-t"), {"type": _THREADS, "nargs": "+", "help": "CPU threads (default: PyTorch's default)"}),
+            (("--backend",), {"nargs": "+", "default": ["eager"], "choices": BACKENDS, "metavar": "BACKEND", "help": ", ".join(BACKENDS)}),
+            (("--warmup",), {"type": _int_at_least(0, "untimed calls before timing"), "default": 10}),
+            (("--iters",), {"type": _int_at_least(1, "timed calls; the median needs one"), "default": 50, "help": "at least this many timed calls"}),
+            (("--min-seconds",), {"type": _finite_float(0.0, "seconds of timed calls"), "default": 1.0, "help": "and at least this long"}),
+            (("--per-layer",), {"action": "store_true", "help": "profile each layer (eager): share of time vs share of Mult-Adds"}),
+            (("--calibration",), {"type": _folder, "help": "int8: folder of sample images (default: random inputs, speed only)"}),
+            (("--calibration-images",), {"type": _CALIBRATION_IMAGES, "default": 64}),
+            (("--plot",), {"help": "PNG: latency against Mult-Adds over the α x resolution grid"}),
+            _JSON,
+        ], _bench),
+        "convert": ("import TF Lite / Keras .h5 / timm weights into a .safetensors file", [
+            (("source",), {}),
+            (("source2",), {"nargs": "?", "help": "second file (the head of Google's split 1.0-224 TF Lite model)"}),
+            (("-o", "--output"), {"required": True}),
+        ], _convert),
+        "detect": ("objects in photos: label, score and pixel box [x0, y0, x1, y1] (SSD detectors)", _DETECT, _detect),
+    }  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser, one subparser per row of :func:`_commands`."""
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -653,104 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mobilenet {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks (also: MOBILENET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("cost", help="Mult-Adds and params for any α, resolution, class count and variant")
-    _add_arch_args(p, defaults=False)  # the library states the defaults (224 px, 1000 classes; a detector's own)
-    p.add_argument("--num-classes", type=_int_at_least(0, "0 = no classifier, the features only"), help="default 1000")
-    _add_detector_cost_arg(p)
-    p.add_argument("--per-layer", action="store_true", help="print one row per layer, as Table 1")
-    p.add_argument("--json", action="store_true", help="machine-readable output (always includes the per-layer rows)")
-
-    p = sub.add_parser("paper", help="the paper's printed cost tables next to ours")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("train", help="train on the built-in digits or an ImageFolder tree (the paper's recipe)")
-    _add_train_args(p)
-    p = sub.add_parser("sweep", help="train an α x resolution grid and plot accuracy vs Mult-Adds (Figures 4, 5)")
-    _add_train_args(p, sweep=True)
-
-    p = sub.add_parser("eval", help="top-1/top-5 of saved weights on an ImageFolder tree or the built-in set")
-    p.add_argument("--weights", required=True, nargs="+", help="weights file(s) or a registry name")
-    p.add_argument(
-        "--data",
-        type=_folder_or_json,
-        help="ImageFolder tree (class folders, or DIR/val/<class>); default: built-in digits val split. "
-        "Detectors: a COCO instances JSON or a Pascal VOC root",
-    )
-    p.add_argument("--batch-size", type=_BATCH, default=64)
-    p.add_argument("--workers", type=_int_at_least(0, "data-loading processes; 0 = in this process"), default=0)
-    p.add_argument("--per-class", action="store_true", help="per-class accuracy and the confusion matrix")
-    p.add_argument(
-        "--runtime",
-        choices=["torch", "litert"],
-        default="torch",
-        help="litert: run .tflite file(s) in LiteRT, Google's too (default: ours run in LiteRT, others load as weights)",
-    )
-    _add_preprocess_arg(p)
-    _add_detection_eval_args(p)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("predict", help="top-k labels for images")
-    p.add_argument("images", nargs="+")
-    p.add_argument(
-        "--weights",
-        required=True,
-        nargs="+",
-        help="weights file(s) or a registry name (two files for the split 1.0-224 TF Lite model)",
-    )
-    p.add_argument("--topk", type=_int_at_least(1, "how many labels to show per image"), default=5)
-    p.add_argument(
-        "--runtime",
-        choices=["torch", "litert"],
-        default="torch",
-        help="litert: run .tflite file(s) in LiteRT, Google's too (default: ours run in LiteRT, others load as weights)",
-    )
-    p.add_argument("--crop", type=float, help="central crop fraction (default: the weights'; 1.0 = the whole image)")
-    _add_preprocess_arg(p)
-    p.add_argument("--json", action="store_true")
-
-    from .deploy import BACKENDS
-    from .export import FORMATS
-
-    p = sub.add_parser(
-        "export", help="export to ONNX, TorchScript, PT2, TF Lite or ExecuTorch (fp32 or int8), checked against PyTorch"
-    )
-    p.add_argument("--weights", nargs="+", help="weights file(s) or registry name (default: random init, for trying it out)")
-    p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--dynamic-batch", action="store_true", help="leave the batch size free (ONNX, PT2)")
-    p.add_argument("--width-mult", "-a", type=_WIDTH, help="α, without --weights (default 1.0)")
-    p.add_argument("--resolution", "-r", type=_resolution_type(), help="input size (default: the weights')")
-    p.add_argument("--num-classes", type=_CLASSES, help="without --weights (default 1000)")
-    p.add_argument("--calibration", type=_folder, help="int8: folder of sample images (searched recursively)")
-    p.add_argument("--calibration-images", type=_CALIBRATION_IMAGES, default=256)
-    p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax")
-    p.add_argument("-o", "--output", help="output file (default: next to the name of the weights)")
-
-    p = sub.add_parser("bench", help="latency and throughput per backend; --per-layer: time vs Mult-Adds by layer")
-    p.add_argument("--weights", nargs="+", help="weights file(s) or registry name (default: random init)")
-    p.add_argument("--width-mult", "-a", type=_WIDTH, nargs="+", help="α values (default 1.0)")
-    p.add_argument("--resolution", "-r", type=_resolution_type(), nargs="+", help="input sizes (default 224)")
-    p.add_argument("--num-classes", type=_CLASSES, help="without --weights (default 1000)")
-    p.add_argument("--batch-size", "-b", type=_BATCH, nargs="+", default=[1])
-    p.add_argument("--threads", "-t", type=_THREADS, nargs="+", help="CPU threads (default: PyTorch's default)")
-    p.add_argument("--backend", nargs="+", default=["eager"], choices=BACKENDS, metavar="BACKEND", help=f"{', '.join(BACKENDS)}")
-    p.add_argument("--warmup", type=_int_at_least(0, "untimed calls before timing"), default=10)
-    p.add_argument(
-        "--iters", type=_int_at_least(1, "timed calls; the median needs one"), default=50, help="at least this many timed calls"
-    )
-    p.add_argument("--min-seconds", type=_finite_float(0.0, "seconds of timed calls"), default=1.0, help="and at least this long")
-    p.add_argument("--per-layer", action="store_true", help="profile each layer (eager): share of time vs share of Mult-Adds")
-    p.add_argument("--calibration", type=_folder, help="int8: folder of sample images (default: random inputs, speed only)")
-    p.add_argument("--calibration-images", type=_CALIBRATION_IMAGES, default=64)
-    p.add_argument("--plot", help="PNG: latency against Mult-Adds over the α x resolution grid")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("convert", help="import TF Lite / Keras .h5 / timm weights into a .safetensors file")
-    p.add_argument("source")
-    p.add_argument("source2", nargs="?", help="second file (the head of Google's split 1.0-224 TF Lite model)")
-    p.add_argument("-o", "--output", required=True)
-
-    _add_detect_parser(sub)
+    for name, (help_text, flags, run) in _commands().items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(run=run)
+        for names, kwargs in flags:
+            p.add_argument(*names, **kwargs)
     return parser
 
 
@@ -774,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         warnings.formatwarning = one_line
     try:
-        return int(_COMMANDS[args.command](args) or 0)
+        return int(args.run(args) or 0)
     except (ValueError, OSError, RuntimeError, FloatingPointError, TypeError, KeyError) as exc:
         if debug:
             raise

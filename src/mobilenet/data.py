@@ -3,7 +3,8 @@
 A model's config says how its inputs are made (:data:`mobilenet.spec.PREPROCESSES`): Google's
 weights were evaluated with TF-slim's inception preprocessing (the central 87.5% of the height and
 of the width, resized to S x S, pixels scaled to [-1, 1]); models of our own default to
-torchvision's resize-then-centre-crop; timm's weights want ImageNet's mean and std.
+torchvision's resize-then-centre-crop; timm's MobileNet v1 weights want [-1, 1] too (their
+pretrained_cfg's mean and std are 0.5; :mod:`mobilenet.weights.timm`).
 :func:`transforms_for` turns a config into its evaluation transform. Training uses random resized
 crops with a limited small-crop range (the paper uses less aggressive augmentation than
 Inception) and horizontal flips.

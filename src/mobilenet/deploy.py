@@ -2,7 +2,10 @@
 
 ``optimize(model, backend)`` returns a ``Predictor``: a callable from an NCHW float batch (already
 preprocessed, [-1, 1]) to logits, whatever runs underneath. ``load_exported(path)`` does the same
-for a file :mod:`mobilenet.export` wrote.
+for a file :mod:`mobilenet.export` wrote, and :func:`inference_model` for whatever ``predict`` and
+``evaluate`` are given (weights, or an exported file run in its runtime). Which runtime runs which
+file is the format table's (:mod:`mobilenet.formats`); each runtime is a module of
+:mod:`mobilenet.runtimes`.
 
 =================  ===========================================================================
 backend            what runs
@@ -24,67 +27,73 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .export import calibration_batches, export_onnx, onnx_config, portable_int8, quantize_onnx
-from .extras import install_hint, missing, require
+from .export import calibration_batches
+from .extras import install_hint, missing
+from .formats import FORMATS, check_model_file, export_format, format_of
 from .model import MobileNetV1, fold_batchnorm
+from .runtimes.common import Predictor
+from .runtimes.onnxruntime import ExportedModel, OnnxRuntimePredictor
+from .runtimes.openvino import OpenVINOPredictor
+from .runtimes.torch import TorchPredictor
+from .spec import reconcile
+from .weights import load_weights
 
 __all__ = [
     "BACKENDS",
+    "RUNTIMES",
     "ExportedModel",
+    "OnnxRuntimePredictor",
+    "OpenVINOPredictor",
     "Predictor",
+    "TorchPredictor",
     "backend_available",
     "fold_batchnorm",
+    "inference_model",
     "load_exported",
+    "model_for",
     "optimize",
     "settle_batchnorm",
 ]
 
-BACKENDS: tuple[str, ...] = (
-    "eager",
-    "compiled",
-    "bf16",
-    "onnxruntime",
-    "int8",
-    "openvino",
-    "openvino-bf16",
-    "openvino-int8",
-    "litert",
-    "litert-int8",
-    "executorch",
-    "executorch-int8",
-)
-# The phone runtimes (mobilenet.litert, mobilenet.pte) come with the [mobile] extra.
-_MOBILE = {
-    "litert": ("ai_edge_litert",),
-    "litert-int8": ("ai_edge_litert",),
-    "executorch": ("executorch",),
-    "executorch-int8": ("executorch", "torchao"),
+#: Each backend: the format it exports to and runs (None: the PyTorch model itself), whether int8,
+#: and the modules it needs where its runtime is not the format's own (OpenVINO runs the ONNX file).
+_BACKENDS: dict[str, tuple[str | None, bool, tuple[str, ...] | None]] = {
+    "eager": (None, False, None),
+    "compiled": (None, False, None),
+    "bf16": (None, False, None),
+    "onnxruntime": ("onnx", False, None),
+    "int8": ("onnx", True, None),
+    "openvino": ("onnx", False, ("openvino", "onnxscript")),
+    "openvino-bf16": ("onnx", False, ("openvino", "onnxscript")),
+    "openvino-int8": ("onnx", True, ("openvino", "onnxruntime", "onnxscript")),
+    "litert": ("tflite", False, None),
+    "litert-int8": ("tflite", True, None),
+    "executorch": ("pte", False, None),
+    "executorch-int8": ("pte", True, None),
 }
-_NEEDS = {
-    "onnxruntime": ("onnxruntime", "onnxscript"),
-    "int8": ("onnxruntime", "onnxscript"),
-    "openvino": ("openvino", "onnxscript"),
-    "openvino-bf16": ("openvino", "onnxscript"),
-    "openvino-int8": ("openvino", "onnxruntime", "onnxscript"),
-}
+BACKENDS: tuple[str, ...] = tuple(_BACKENDS)
+#: What ``predict`` and ``evaluate`` may run files in: PyTorch (weights), or the runtime of a
+#: format that is also read as weights (``litert``: any TF Lite file, Google's too).
+RUNTIMES: tuple[str, ...] = ("torch", *(f.runtime for f in FORMATS.values() if f.read_weights and f.model))
 
 
 def backend_available(backend: str) -> str | None:
     """None if ``backend`` can run here, else a message saying what to install."""
     if backend not in BACKENDS:
         return f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}"
-    absent = missing(*_NEEDS.get(backend, ()), *_MOBILE.get(backend, ()))
+    fmt, int8, needs = _BACKENDS[backend]
+    if needs is None and fmt is not None:
+        needs = FORMATS[fmt].needs + (FORMATS[fmt].int8_needs if int8 else ())
+    absent = missing(*(needs or ()))
     if absent:
-        hint = "pip install 'mobilenet[mobile]'" if backend in _MOBILE else install_hint(absent)
-        return f"backend {backend!r} needs {', '.join(absent)}, which is not installed: {hint}"
+        return f"backend {backend!r} needs {', '.join(absent)}, which is not installed: {install_hint(absent)}"
     return None
 
 
@@ -113,103 +122,6 @@ def settle_batchnorm(model: nn.Module, resolution: int, *, batches: int = 4, bat
             m.momentum = momentum
             m.train(training)
     return model
-
-
-class Predictor:
-    """A callable ``(N, C, H, W) float tensor → logits tensor`` over one backend."""
-
-    backend: str = ""
-
-    def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def with_threads(self, threads: int) -> Predictor:
-        """The same model on ``threads`` CPU threads (a runtime session fixes its count when made)."""
-        torch.set_num_threads(threads)
-        return self
-
-    def raw_call(self, x: Tensor) -> Callable[[], Any] | None:
-        """The runtime's own call on ``x`` already in its native form, with none of this wrapper's
-        work (what ``bench`` times beside the wrapper to show its cost), or None for PyTorch."""
-        return None
-
-
-class TorchPredictor(Predictor):
-    """PyTorch on the model's own device (CPU or GPU); inputs are moved there, logits come back
-    as float32 on that device."""
-
-    def __init__(
-        self, module: nn.Module, backend: str, *, channels_last: bool, dtype: torch.dtype = torch.float32, device: torch.device
-    ) -> None:
-        self.module, self.backend, self.channels_last, self.dtype, self.device = module, backend, channels_last, dtype, device
-
-    @torch.inference_mode()
-    def __call__(self, x: Tensor) -> Tensor:
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        x = x.to(self.device, dtype=self.dtype, memory_format=layout, non_blocking=True)
-        return self.module(x).float()
-
-
-def _numpy_input(x: Tensor) -> Any:
-    """A contiguous float32 array for a runtime. The copy, when one is needed, is numpy's: a torch
-    copy would wake PyTorch's OpenMP threads, which then spin on the cores the runtime's own
-    threads need (on 2 cores that doubled ONNX Runtime's latency)."""
-    import numpy as np
-
-    return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-
-
-class OnnxRuntimePredictor(Predictor):
-    def __init__(self, path: str | os.PathLike[str], backend: str, threads: int | None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.path, self.backend = Path(path), backend
-
-    def with_threads(self, threads: int) -> Predictor:
-        return OnnxRuntimePredictor(self.path, self.backend, threads)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        # ONNX Runtime reads a contiguous float32 array in place and returns a new array of its
-        # own, which the tensor then shares: no copy either way.
-        out = self.session.run(None, {self.input_name: _numpy_input(x)})[0]
-        return torch.from_numpy(out)
-
-    def raw_call(self, x: Tensor) -> Callable[[], Any]:
-        feed = {self.input_name: _numpy_input(x)}
-        return lambda: self.session.run(None, feed)
-
-
-class OpenVINOPredictor(Predictor):
-    def __init__(self, path: str | os.PathLike[str], backend: str, threads: int | None, precision: str) -> None:
-        import openvino as ov
-
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
-        self.path, self.backend, self.precision = Path(path), backend, precision
-
-    def with_threads(self, threads: int) -> Predictor:
-        return OpenVINOPredictor(self.path, self.backend, threads, self.precision)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        # share_inputs: OpenVINO reads the array in place instead of copying it into its own
-        # tensor (at 1.0-224 that copy is 0.6 MB per image). The output lives in the request's
-        # buffer, which the next call overwrites, so the logits (4 kB an image) are copied out.
-        result = self.request.infer({0: _numpy_input(x)}, share_inputs=True, share_outputs=True)
-        return torch.from_numpy(result[0].copy())
-
-    def raw_call(self, x: Tensor) -> Callable[[], Any]:
-        feed = {0: _numpy_input(x)}
-        return lambda: self.request.infer(feed, share_inputs=True, share_outputs=True)
 
 
 def optimize(
@@ -256,20 +168,10 @@ def optimize(
 
     folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="mobilenet-"))
     folder.mkdir(parents=True, exist_ok=True)
-    if backend in _MOBILE:
-        return _mobile(folded, backend, folder, threads, calibration, activation_ranges, resolution)
-    int8 = backend in ("int8", "openvino-int8")
-    onnx_path = export_onnx(portable_int8(folded) if int8 else folded, folder / "model.onnx", resolution=resolution, dynamic_batch=True)
-    if int8:
-        if calibration is None and activation_ranges is None:
-            raise ValueError(f"backend {backend!r} quantizes to int8 and needs calibration images (calibration=...)")
-        onnx_path = quantize_onnx(onnx_path, folder / "model.int8.onnx", calibration, activation_ranges=activation_ranges)
-    if backend.startswith("openvino"):
-        return OpenVINOPredictor(onnx_path, backend, threads, "bf16" if backend == "openvino-bf16" else "f32")
-    return OnnxRuntimePredictor(onnx_path, backend, threads)
+    return _exported(folded, backend, folder, threads, calibration, activation_ranges, resolution)
 
 
-def _mobile(
+def _exported(
     folded: MobileNetV1,
     backend: str,
     folder: Path,
@@ -278,72 +180,97 @@ def _mobile(
     activation_ranges: dict[str, tuple[float, int]] | None,
     resolution: int | None,
 ) -> Predictor:
-    """A LiteRT (.tflite) or ExecuTorch (.pte) export of ``folded`` run in its own runtime."""
-    int8 = backend.endswith("-int8")
-    if backend.startswith("litert"):
-        from .litert import LiteRTModel, export_tflite
-
-        if int8 and calibration is None and activation_ranges is None:
-            raise ValueError(f"backend {backend!r} quantizes to int8 and needs calibration images (calibration=...)")
-        path = export_tflite(
-            folded, folder / f"{backend}.tflite", resolution=resolution, int8=int8, calibration=calibration,
-            activation_ranges=activation_ranges,
-        )  # fmt: skip
-        return LiteRTModel(path, threads=threads)  # type: ignore[return-value]
-    from .pte import ExecuTorchModel, export_pte
-
-    if int8 and calibration is None:  # a TF Lite file's ranges do not carry over to the PT2E flow
+    """``folded`` written in the backend's format and run in its runtime."""
+    name, int8, _ = _BACKENDS[backend]
+    fmt = FORMATS[name]  # type: ignore[index]
+    if not fmt.stored_ranges:  # e.g. the PT2E flow of pte-int8 calibrates its own
+        activation_ranges = None
+    if int8 and calibration is None and activation_ranges is None:
         raise ValueError(f"backend {backend!r} quantizes to int8 and needs calibration images (calibration=...)")
-    path = export_pte(folded, folder / f"{backend}.pte", resolution=resolution, int8=int8, calibration=calibration)
-    return ExecuTorchModel(path, threads=threads)  # type: ignore[return-value]
+    suffix = export_format(f"{name}-int8" if int8 else name)[3]  # type: ignore[str-bytes-safe]
+    assert fmt.run is not None
+    path = fmt.write(
+        folded, folder / f"{backend}{suffix}", resolution=resolution, dynamic_batch=True, int8=int8,
+        calibration=calibration, activation_ranges=activation_ranges,
+    )  # fmt: skip
+    if backend.startswith("openvino"):
+        return OpenVINOPredictor(path, backend, threads, "bf16" if backend == "openvino-bf16" else "f32")
+    predictor = fmt.run(path, threads=threads)
+    if hasattr(predictor, "backend"):
+        predictor.backend = backend
+    return predictor
 
 
 def load_exported(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
-    """An exported file as a callable ``NCHW tensor → logits``: .onnx through ONNX Runtime,
-    .pt2 through ``torch.export.load``, TorchScript through ``torch.jit.load``."""
+    """An exported file as a callable ``NCHW tensor → logits``, run as its format says: .onnx
+    through ONNX Runtime, .pt2 through ``torch.export.load``, TorchScript through ``torch.jit.load``,
+    TF Lite in LiteRT, ExecuTorch programs in ExecuTorch."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"exported model {str(path)!r} does not exist")
-    suffix = path.suffix.lower()  # m.ONNX is an ONNX file too
-    if suffix == ".onnx":
-        require("onnxruntime", purpose="running an ONNX file")
-        return OnnxRuntimePredictor(path, "onnxruntime", threads)
-    if suffix == ".tflite":
-        from .litert import LiteRTModel
-
-        return LiteRTModel(path, threads=threads)
-    if suffix == ".pte":
-        from .pte import ExecuTorchModel
-
-        return ExecuTorchModel(path, threads=threads)
-    if suffix == ".pt2":
-        module = torch.export.load(path).module()
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = torch.jit.load(str(path), map_location="cpu")
-
-    def run(x: Tensor) -> Tensor:
-        with torch.inference_mode():
-            return module(x)
-
-    return run
+    fmt = format_of(path) or FORMATS["torchscript"]
+    if fmt.run is None:
+        raise ValueError(
+            f"{path} is {fmt.description}, weights rather than an exported model; load it with mobilenet_v1(weights=...)"
+        )
+    return fmt.run(path, threads=threads)
 
 
-class ExportedModel:
-    """An exported ONNX file (fp32 or int8) behind the small part of MobileNetV1's interface that
-    ``predict`` and ``evaluate`` use: ``config``, ``eval()`` and a call from images to logits."""
+def _weights_arg(values: Sequence[str]) -> Any:
+    return values[0] if len(values) == 1 else list(values)
 
-    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
-        config = onnx_config(path)
-        if config is None:
-            raise ValueError(f"{path}: an ONNX file without mobilenet_config metadata; export it with `mobilenet export`")
-        self.config = config
-        self.path = Path(path)
-        self._run = load_exported(path, threads=threads)
 
-    def eval(self) -> ExportedModel:
-        return self
+def inference_model(
+    weights: str | os.PathLike[str] | Sequence[str], runtime: str = "torch", *, threads: int | None = None
+) -> Any:
+    """What ``predict`` and ``evaluate`` run: weights (anything :func:`~mobilenet.weights.load_weights`
+    reads), or an exported file that carries our config run in its format's runtime (.onnx in ONNX
+    Runtime, a TF Lite or ExecuTorch file we wrote in LiteRT / ExecuTorch). With ``runtime`` other than
+    ``"torch"`` (one of :data:`RUNTIMES`), files of that runtime's format run there whoever wrote
+    them (Google's TF Lite files in LiteRT); someone else's TF Lite file otherwise loads as weights."""
+    values = [str(weights)] if isinstance(weights, (str, os.PathLike)) else [str(w) for w in weights]
+    for value in values:  # a local file is checked for what it is before any runtime parses it
+        if value.strip() and (Path(value).suffix or os.sep in value or Path(value).exists()):
+            check_model_file(value)
+    formats = {format_of(v) for v in values}
+    if runtime != "torch":
+        fmt = next((f for f in FORMATS.values() if f.runtime == runtime and f.model is not None), None)
+        if fmt is None or formats != {fmt}:
+            runs = " / ".join(fmt.suffixes) if fmt else "no"
+            raise ValueError(f"--runtime {runtime} runs {runs} files; got {' '.join(values)}")
+        return fmt.model(values, threads=threads)
+    fmt = formats.pop() if len(values) == 1 else None
+    if fmt is not None and fmt.model is not None:
+        if fmt.read_weights is None:  # only runnable: ours, exported
+            return fmt.model(values[0], threads=threads)
+        if not missing(*fmt.needs) and fmt.read_config is not None and fmt.read_config(Path(values[0])) is not None:
+            return fmt.model(values[0], threads=threads)  # ours: it says how to run it
+    return load_weights(_weights_arg(values))
 
-    def __call__(self, x: Tensor) -> Tensor:
-        return self._run(x.float())
+
+def model_for(
+    weights: str | Sequence[str] | None = None,
+    *,
+    width_mult: float | None = None,
+    resolution: int | None = None,
+    num_classes: int | None = None,
+) -> MobileNetV1:
+    """The model ``export`` and ``bench`` work on, in eval mode: the weights given (α and the
+    classes are theirs: a value that contradicts them is an error, :func:`mobilenet.spec.reconcile`;
+    a resolution is only an input size), or a random init of the asked shape with Google's choices
+    (ReLU6, TF padding) and BN statistics settled on random inputs (:func:`settle_batchnorm`), so
+    that its outputs are not vanishingly small."""
+    if weights:
+        values = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
+        model = load_weights(_weights_arg(values)).eval()
+        given = {"width_mult": width_mult, "num_classes": num_classes}
+        reconcile(model.config, given, source=f"the weights {' + '.join(map(str, values))}", flags=True)
+        return model
+    model = MobileNetV1(
+        width_mult=width_mult or 1.0,
+        resolution=resolution or 224,
+        num_classes=num_classes or 1000,
+        activation="relu6",
+        padding="tf",
+    )
+    return settle_batchnorm(model, resolution or 224).eval()  # type: ignore[return-value]

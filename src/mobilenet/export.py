@@ -1,45 +1,59 @@
-"""Export to ONNX, TorchScript and PT2 (``torch.export``), and int8 post-training quantization.
+"""Export: a model to any format of the table (:mod:`mobilenet.formats`), fp32 or int8, with the
+choices the ``mobilenet export`` command makes (where an output goes, which images calibrate
+int8, the ranges stored in the weights, the check against PyTorch).
 
-Running an exported file is :mod:`mobilenet.deploy`'s job (``load_exported``, ``ExportedModel``),
-beside the runtimes; this module only writes files.
+The writers themselves live with their runtimes (:mod:`mobilenet.runtimes`); running an
+exported file is :mod:`mobilenet.deploy`'s job (``load_exported``).
 
 Every exported file carries the model's config (``mobilenet_config``: α, resolution, classes,
 labels), in the ONNX metadata or beside the program, and every write is atomic.
 
-int8 is ONNX Runtime's static quantization in QDQ form: int8 weights with one scale per output
-channel (depthwise filters vary too much across channels for one scale), uint8 activations with
-ranges calibrated on sample images. We chose it over PyTorch's PT2E flow (moved out of PyTorch
-into torchao, and its int8 kernels need Inductor) and OpenVINO's (a 180 MB runtime) because the
-result is one portable file that ONNX Runtime, OpenVINO and TensorRT all run, and because on the
-machine in benchmarks/RESULTS.md it ran faster than Google's int8 model under LiteRT.
+int8 has one scheme per runtime. onnx-int8 is ONNX Runtime's static quantization in QDQ form:
+int8 weights with one scale per output channel (depthwise filters vary too much across channels
+for one scale), uint8 activations with ranges calibrated on sample images; for a desktop or server
+file we chose it over OpenVINO's (a 180 MB runtime) because one portable file runs in ONNX
+Runtime, OpenVINO and TensorRT. tflite-int8 is full-integer int8 written by
+:mod:`mobilenet.litert` itself (the scheme of :mod:`mobilenet.quantize`), and pte-int8 is PyTorch's
+PT2E flow (torchao) with XNNPACK's quantizer, which ExecuTorch needs (:mod:`mobilenet.pte`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import Tensor, nn
 
-from .checkpoint import CONFIG_KEY, atomic_write
-from .extras import require
+from .formats import EXPORTS, export_format, format_of
+from .formats import FORMATS as _TABLE
 from .model import fold_batchnorm
-from .spec import MobileNetConfig
+from .runtimes.common import model_config
+from .runtimes.onnxruntime import (
+    DEPTHWISE_WEIGHT_QMAX,
+    MATMUL_WEIGHT_QMAX,
+    export_onnx,
+    onnx_config,
+    portable_int8,
+    quantize_onnx,
+)
+from .runtimes.torch import export_pt2, export_torchscript
 
 __all__ = [
+    "DEFAULT_SUFFIX",
+    "DEPTHWISE_WEIGHT_QMAX",
     "FORMATS",
+    "MATMUL_WEIGHT_QMAX",
     "calibration_batches",
+    "check_export",
     "export_model",
     "export_onnx",
     "export_output_path",
     "export_pt2",
     "export_torchscript",
+    "int8_calibration",
+    "int8_inputs",
     "onnx_config",
     "output_path",
     "portable_int8",
@@ -47,32 +61,10 @@ __all__ = [
     "stored_activation_ranges",
 ]
 
-FORMATS: tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "pt2", "tflite", "tflite-int8", "pte", "pte-int8")
-DEFAULT_SUFFIX = {
-    "onnx": ".onnx",
-    "onnx-int8": ".int8.onnx",
-    "torchscript": ".torchscript.pt",
-    "pt2": ".pt2",
-    # The phone formats (mobilenet.litert, mobilenet.pte): LiteRT / TF Lite and ExecuTorch.
-    "tflite": ".tflite",
-    "tflite-int8": ".int8.tflite",
-    "pte": ".pte",
-    "pte-int8": ".int8.pte",
-}
-
-
-# The suffixes a format's file may carry (what deploy.load_exported reads it by); the format's
-# DEFAULT_SUFFIX is what a name without one gets.
-OUTPUT_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "onnx": (".onnx",),
-    "onnx-int8": (".onnx",),
-    "torchscript": (".pt", ".pth", ".torchscript"),
-    "pt2": (".pt2",),
-    "tflite": (".tflite",),
-    "tflite-int8": (".tflite",),
-    "pte": (".pte",),
-    "pte-int8": (".pte",),
-}
+#: The export formats (``--format``), from the format table.
+FORMATS: tuple[str, ...] = EXPORTS
+#: The suffix an export gets when its name has none.
+DEFAULT_SUFFIX: dict[str, str] = {fmt: export_format(fmt)[3] for fmt in EXPORTS}
 
 
 def output_path(path: str | os.PathLike[str], suffixes: tuple[str, ...], default: str, what: str) -> tuple[Path, str | None]:
@@ -105,350 +97,8 @@ def output_path(path: str | os.PathLike[str], suffixes: tuple[str, ...], default
 
 def export_output_path(path: str | os.PathLike[str], fmt: str) -> tuple[Path, str | None]:
     """:func:`output_path` for an export ``fmt`` (one of :data:`FORMATS`)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r}: choose from {', '.join(FORMATS)}")
-    return output_path(path, OUTPUT_SUFFIXES[fmt], DEFAULT_SUFFIX[fmt], f"--format {fmt}")
-
-
-def _config(model: nn.Module) -> MobileNetConfig:
-    config = getattr(model, "config", None)
-    if not isinstance(config, MobileNetConfig):
-        raise TypeError(f"expected a MobileNetV1 (with .config), got {type(model).__name__}")
-    return config
-
-
-def _config_and_example(
-    model: nn.Module, resolution: int | None, example: Tensor | None, batch: int = 1
-) -> tuple[MobileNetConfig | None, Tensor]:
-    """The config to record (None for a model that has none, e.g. a peer's) and the input to trace.
-
-    A model without our config needs ``example``; with one, the example defaults to zeros of the
-    config's shape. A batch of at least ``batch`` is traced, so a dynamic batch size stays free.
-    """
-    config = getattr(model, "config", None)
-    if not isinstance(config, MobileNetConfig):
-        if example is None:
-            raise TypeError(
-                f"{type(model).__name__} has no MobileNetConfig (.config), so the input shape is unknown; "
-                "pass example=torch.zeros(1, C, H, W)"
-            )
-        config = None
-    if example is None:
-        example = _example(model, resolution)
-    if example.shape[0] < batch:
-        example = example[:1].expand(batch, *example.shape[1:]).contiguous()
-    return config, example
-
-
-def _config_json(config: MobileNetConfig, example: Tensor) -> str:
-    """The config an export carries: the model's, with the input size it was exported at."""
-    return json.dumps(config.replace(resolution=example.shape[-1]).to_dict())
-
-
-def _example(model: nn.Module, resolution: int | None, batch: int = 1) -> Tensor:
-    config = _config(model)
-    size = resolution or config.resolution
-    return torch.zeros(batch, config.in_chans, size, size)
-
-
-def export_onnx(
-    model: nn.Module,
-    path: str | os.PathLike[str],
-    *,
-    resolution: int | None = None,
-    dynamic_batch: bool = False,
-    opset: int = 18,
-    example: Tensor | None = None,
-) -> Path:
-    """ONNX via ``torch.onnx.export(dynamo=True)``; the input is ``images`` (N, 3, H, W), output ``logits``.
-
-    The spatial size is fixed (``resolution``, default the model's), so TF 'SAME' pads become
-    constants that ONNX Runtime fuses into the convs; ``dynamic_batch`` leaves N free.
-    ``example`` (an input batch) sets the shape instead, and lets a model without our config (a
-    peer's, for comparison) be exported; such a file carries no ``mobilenet_config``.
-    """
-    require("onnx", "onnxscript", purpose="ONNX export")
-    model = model.eval()
-    config, example = _config_and_example(model, resolution, example, batch=2 if dynamic_batch else 1)
-    dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (example,),
-            dynamo=True,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_shapes=dynamic_shapes,
-            opset_version=opset,
-            verbose=False,
-        )
-    if config is not None:
-        program.model.metadata_props[CONFIG_KEY] = _config_json(config, example)
-    # One self-contained file: MobileNet v1 is far below ONNX's 2 GB limit for inline weights.
-    return atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
-
-
-def onnx_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
-    """The config an ONNX file was exported with, or None if it carries none."""
-    import onnx
-
-    return onnx_config_from_model(onnx.load(str(path), load_external_data=False))
-
-
-def export_torchscript(
-    model: nn.Module, path: str | os.PathLike[str], *, resolution: int | None = None, example: Tensor | None = None
-) -> Path:
-    """A traced TorchScript module (``torch.jit.load`` reads it); the config is in its extra files."""
-    config, example = _config_and_example(model, resolution, example)
-    with torch.no_grad(), warnings.catch_warnings():
-        # PyTorch marks TorchScript deprecated in favour of torch.export (format "pt2"); it is still
-        # what many C++ and mobile deployments load, so we keep offering it.
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model.eval(), example, check_trace=False)
-        extra = {CONFIG_KEY: _config_json(config, example)} if config is not None else {}
-        return atomic_write(path, lambda tmp: torch.jit.save(traced, tmp, _extra_files=extra))
-
-
-def export_pt2(
-    model: nn.Module,
-    path: str | os.PathLike[str],
-    *,
-    resolution: int | None = None,
-    dynamic_batch: bool = False,
-    example: Tensor | None = None,
-) -> Path:
-    """A ``torch.export`` program (``torch.export.load`` reads it back), config in its extra files."""
-    config, example = _config_and_example(model, resolution, example, batch=2 if dynamic_batch else 1)
-    dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
-    program = torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic_shapes)
-    extra = {CONFIG_KEY: _config_json(config, example)} if config is not None else {}
-    return atomic_write(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra))
-
-
-class _Batches:
-    """ONNX Runtime's CalibrationDataReader protocol over an iterable of image batches."""
-
-    def __init__(self, batches: Iterable[Tensor], input_name: str) -> None:
-        self._it: Iterator[Tensor] = iter(batches)
-        self._name = input_name
-        self.count = 0
-
-    def get_next(self) -> dict[str, Any] | None:
-        batch = next(self._it, None)
-        if batch is None:
-            return None
-        if isinstance(batch, (tuple, list)):
-            batch = batch[0]
-        self.count += int(batch.shape[0])
-        return {self._name: batch.detach().float().contiguous().cpu().numpy()}
-
-
-_SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
-
-
-def _range_overrides(model: Any, ranges: dict[str, tuple[float, int]]) -> dict[str, list[dict[str, Any]]]:
-    """ONNX tensor name → Google's (scale, zero point), matched by graph order to our module paths.
-
-    The export's graph is the network in order: Conv (+ Clip) per layer, then the pool and Gemm.
-    """
-    import numpy as np
-    from onnxruntime.quantization import QuantType
-
-    from .spec import build_layers
-
-    config = onnx_config_from_model(model)
-    if config is None:
-        raise ValueError("the ONNX file carries no mobilenet_config; export it with mobilenet.export")
-    modules = [layer.module.rsplit(".", 1)[0] for layer in build_layers(config) if layer.kind != "fc"]
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-
-    def entry(key: str) -> list[dict[str, Any]]:
-        scale, zero = ranges[key]
-        return [
-            {
-                "scale": np.array(scale, dtype=np.float32),
-                "zero_point": np.array(zero, dtype=np.uint8),
-                "quant_type": QuantType.QUInt8,
-            }
-        ]
-
-    overrides: dict[str, list[dict[str, Any]]] = {model.graph.input[0].name: entry("input")}
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    if len(convs) != len(modules):
-        raise ValueError(f"the ONNX graph has {len(convs)} convs where MobileNet v1 has {len(modules)}; cannot map ranges")
-    for node, module in zip(convs, modules):
-        names = [node.output[0]]
-        names += [c.output[0] for c in consumers.get(node.output[0], []) if c.op_type in ("Clip", "Relu")]
-        for name in names:
-            overrides[name] = entry(module)
-    for node in model.graph.node:
-        if node.op_type in ("ReduceMean", "GlobalAveragePool") and "global_pool" in ranges:
-            # The pooled features reach the classifier through shape-only ops (the flatten), and
-            # ONNX Runtime quantizes the last of them: each carries the pool's range. A tensor left
-            # without one would take the calibrator's range, which with stored ranges is only one
-            # blank image's (it clipped 0.5-160's pooled features at 4.0 of 6.0 and cost 13
-            # points of top-1 agreement with float on flowers photos).
-            pooled = [node.output[0]]
-            while len(nxt := [c for c in consumers.get(pooled[-1], []) if c.op_type in _SHAPE_OPS]) == 1:
-                pooled.append(nxt[0].output[0])
-            for name in pooled:
-                overrides[name] = entry("global_pool")
-        elif node.op_type in ("Gemm", "MatMul") and "classifier" in ranges:
-            overrides[node.output[0]] = entry("classifier")
-    # Data moves (a TF 'SAME' pad left unfused, gathers, joins) keep their input's grid.
-    for node in model.graph.node:
-        picks = node.op_type in ("Gather", "Pad", *_SHAPE_OPS) and node.input[0] in overrides
-        joins = node.op_type == "Concat" and bool(node.input) and all(name in overrides for name in node.input)
-        if picks or joins:
-            overrides[node.output[0]] = overrides[node.input[0]]
-    return overrides
-
-
-#: The largest |int8 weight| of a conv or matrix product that ONNX Runtime and OpenVINO compute as
-#: a matrix product (the standard conv, the pointwise convs, the classifier). On x86 CPUs without
-#: VNNI (AMD before Zen 4, Intel client CPUs before Ice Lake) both multiply uint8 activations by
-#: int8 weights with ``vpmaddubsw``, which adds two products into an int16 with saturation: with
-#: activations up to 255, |w| <= 64 keeps 2 · 255 · 64 = 32640 below 32767, so the arithmetic
-#: is the same on every x86 CPU. The 8-bit weights are kept, split in two halves within ±64
-#: (:func:`portable_int8`). Depthwise convs are computed by kernels that widen to 16 bits first
-#: (no pairs), so they keep their 8 bits as they are.
-MATMUL_WEIGHT_QMAX = 64
-DEPTHWISE_WEIGHT_QMAX = 127
-
-
-def portable_int8(folded: nn.Module) -> nn.Module:
-    """The form of a BN-folded model that the ONNX int8 export quantizes: the same function, with
-    8-bit weights stored so that none of a matrix product's exceeds :data:`MATMUL_WEIGHT_QMAX`
-    (:func:`mobilenet.quantize.split_for_int8`). Measured on Google's 1.0-224 and flowers photos
-    (benchmarks/RESULTS.md): the split costs 1.3-1.4x the time of unsafe 8-bit weights (still
-    about 0.5x fp32); rounding to 7 bits instead cost 6 points of top-1 agreement with float."""
-    from .quantize import split_for_int8
-
-    return split_for_int8(folded, MATMUL_WEIGHT_QMAX)  # type: ignore[arg-type]
-
-
-def _weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
-    """ONNX Runtime's per-channel overrides for every conv and Gemm weight: the scales of
-    :func:`mobilenet.quantize.channel_scales` (Google's own weight grid kept where it fits) within
-    :data:`MATMUL_WEIGHT_QMAX` or :data:`DEPTHWISE_WEIGHT_QMAX`, given as the symmetric range
-    ``±scale · qmax`` that ONNX Runtime turns back into exactly that scale."""
-    from onnx import numpy_helper
-
-    from .quantize import channel_scales
-
-    weights = {init.name: init for init in model.graph.initializer}
-    overrides: dict[str, list[dict[str, Any]]] = {}
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in weights:
-            continue
-        w = numpy_helper.to_array(weights[node.input[1]])
-        attrs = {a.name: a for a in node.attribute}
-        if node.op_type == "Gemm" and not (attrs.get("transB") and attrs["transB"].i):
-            continue  # (in, out) weights: left to ONNX Runtime's own per-channel choice
-        depthwise = node.op_type == "Conv" and "group" in attrs and attrs["group"].i > 1 and attrs["group"].i == w.shape[0]
-        qmax = DEPTHWISE_WEIGHT_QMAX if depthwise else MATMUL_WEIGHT_QMAX
-        scales = channel_scales(w, 0, qmax=qmax)
-        scales = np.where(scales > 0, scales, 1.0)
-        overrides[node.input[1]] = [
-            # reduce_range: ONNX Runtime's int8 range ±64 instead of ±127, for the 64 of a matrix product
-            {"axis": 0, "reduce_range": qmax <= 64, "rmin": -float(s) * qmax, "rmax": float(s) * qmax}
-            for s in scales
-        ]
-    return overrides
-
-
-def onnx_config_from_model(model: Any) -> MobileNetConfig | None:
-    for prop in model.metadata_props:
-        if prop.key == CONFIG_KEY:
-            return MobileNetConfig.from_dict(json.loads(prop.value))
-    return None
-
-
-def quantize_onnx(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
-    calibration: Iterable[Tensor] | None,
-    *,
-    method: str = "minmax",
-    activation_ranges: dict[str, tuple[float, int]] | None = None,
-) -> Path:
-    """Static int8 quantization of an fp32 ONNX file, calibrated on ``calibration`` batches.
-
-    ``method``: ``minmax`` (ranges cover every calibration activation), ``percentile`` (clip the
-    0.001% tails) or ``entropy`` (KL-divergence ranges).
-
-    ``activation_ranges`` (:func:`stored_activation_ranges`: Google's quantized files' own, or a
-    ``--qat`` run's) fixes every activation's uint8 scale and zero point instead of calibrating:
-    the int8 model then rounds where that model was trained to round, and needs no calibration
-    images.
-    """
-    require("onnx", "onnxruntime", purpose="int8 quantization")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if method not in methods:
-        raise ValueError(f"calibration method {method!r}: choose from {', '.join(methods)}")
-    src, dst = Path(src), Path(dst)
-    config = onnx_config(src)
-    prepared = dst.with_name(dst.name + ".prep.onnx")
-    try:
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
-    except Exception:  # the pre-pass only helps; quantize the export as it is if it fails
-        prepared.write_bytes(src.read_bytes())
-    import onnx
-
-    prepared_model = onnx.load(str(prepared))
-    input_name = prepared_model.graph.input[0].name
-    extra: dict[str, Any] = {"TensorQuantOverrides": _weight_overrides(prepared_model)}
-    if activation_ranges is not None:
-        extra["TensorQuantOverrides"].update(_range_overrides(prepared_model, {"input": (1 / 128, 128), **activation_ranges}))
-        if calibration is None:  # every activation's range is fixed; the calibrator only needs to run
-            config = onnx_config_from_model(prepared_model)
-            if config is None:
-                raise ValueError(f"{src}: no mobilenet_config, so the input shape is unknown; pass calibration images")
-            calibration = [torch.zeros(1, config.in_chans, config.resolution, config.resolution)]
-    if calibration is None:
-        raise ValueError("int8 quantization needs calibration images or the activation ranges of a quantized model")
-    reader = _Batches(calibration, input_name)
-
-    def write(tmp: str) -> None:
-        quantize_static(
-            str(prepared),
-            tmp,
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
-            extra_options=extra,
-        )
-
-    try:
-        out = atomic_write(dst, write)
-    finally:
-        prepared.unlink(missing_ok=True)
-    if reader.count == 0:
-        dst.unlink(missing_ok=True)
-        raise ValueError("int8 calibration saw no images; pass a folder with some (a few hundred is typical)")
-    if config is not None:
-        quantized = onnx.load(str(out))
-        keep = [p for p in quantized.metadata_props if not p.key.startswith("mobilenet_")]
-        del quantized.metadata_props[:]
-        quantized.metadata_props.extend(keep)
-        quantized.metadata_props.add(key=CONFIG_KEY, value=json.dumps(config.to_dict()))
-        quantized.metadata_props.add(key="mobilenet_calibration_images", value=str(reader.count))
-        atomic_write(out, lambda tmp: onnx.save(quantized, tmp))
-    return out
+    _, _, suffixes, default = export_format(fmt)
+    return output_path(path, suffixes, default, f"--format {fmt}")
 
 
 def stored_activation_ranges(weights: Iterable[str | os.PathLike[str]]) -> tuple[dict[str, tuple[float, int]], str] | None:
@@ -463,13 +113,13 @@ def stored_activation_ranges(weights: Iterable[str | os.PathLike[str]]) -> tuple
     from .quantize import ranges_from_metadata, uint8_qparams
 
     paths = [Path(w) for w in weights]
-    tflite = [p for p in paths if p.suffix.lower() == ".tflite"]
+    tflite = [p for p in paths if format_of(p) is _TABLE["tflite"]]
     if tflite:
         from .weights.tflite import activation_quantization
 
         return activation_quantization(tflite), "the TF Lite file's own"
     for p in paths:
-        if p.suffix.lower() == ".safetensors" and p.is_file():
+        if format_of(p) is _TABLE["safetensors"] and p.is_file():
             try:
                 ranges = ranges_from_metadata(weights_metadata(p))
             except ValueError as exc:
@@ -486,7 +136,7 @@ def calibration_batches(
     if isinstance(calibration, (str, os.PathLike)):
         from .data import image_batches
 
-        return image_batches(calibration, _config(model), resolution=resolution)
+        return image_batches(calibration, model_config(model), resolution=resolution)
     return calibration
 
 
@@ -501,42 +151,99 @@ def export_model(
     calibration_method: str = "minmax",
     activation_ranges: dict[str, tuple[float, int]] | None = None,
 ) -> Path:
-    """One entry point for the CLI: ``fmt`` is one of :data:`FORMATS`. BN is folded first.
+    """Writes ``model`` as ``fmt`` (one of :data:`FORMATS`) with its format's writer; BN is folded first.
 
     ``calibration`` for the int8 formats: a folder of sample images, preprocessed as the model's
     config says (:func:`mobilenet.data.image_batches`, 256 of them), or batches already
     preprocessed that way."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r}: choose from {', '.join(FORMATS)}")
+    writer, int8, _, _ = export_format(fmt)
     calibration = calibration_batches(model, calibration, resolution)
-    folded = fold_batchnorm(model)  # type: ignore[arg-type]
-    if fmt == "torchscript":
-        return export_torchscript(folded, path, resolution=resolution)
-    if fmt == "pt2":
-        return export_pt2(folded, path, resolution=resolution, dynamic_batch=dynamic_batch)
-    if fmt == "onnx":
-        return export_onnx(folded, path, resolution=resolution, dynamic_batch=dynamic_batch)
-    if fmt.startswith("tflite"):
-        from .litert import export_tflite
+    return writer.write(
+        fold_batchnorm(model),  # type: ignore[arg-type]
+        path,
+        resolution=resolution,
+        dynamic_batch=dynamic_batch,
+        int8=int8,
+        calibration=calibration,
+        calibration_method=calibration_method,
+        activation_ranges=activation_ranges,
+    )
 
-        return export_tflite(
-            folded,  # type: ignore[arg-type]
-            path,
-            resolution=resolution,
-            int8=fmt == "tflite-int8",
-            calibration=calibration,
-            calibration_method=calibration_method,
-            activation_ranges=activation_ranges,
-        )
-    if fmt.startswith("pte"):
-        from .pte import export_pte
 
-        return export_pte(folded, path, resolution=resolution, int8=fmt == "pte-int8", calibration=calibration)  # type: ignore[arg-type]
-    if calibration is None and activation_ranges is None:
-        raise ValueError("onnx-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
+def int8_calibration(folder: str | os.PathLike[str] | None, config: Any, resolution: int, limit: int = 256) -> list[Any]:
+    """The images int8 is calibrated on: ``folder``'s (any images like the real inputs, ``limit``
+    of them), or for a model trained on the built-in digits, those; otherwise an error saying
+    what to pass."""
+    import torch
+
+    from .data import DigitsDataset, image_batches
+
+    if folder:
+        return image_batches(folder, config, resolution=resolution, limit=limit)
+    if config is not None and config.labels == "digits" and config.num_classes == 10:
+        digits = DigitsDataset("train", resolution, augment=False)
+        images = torch.stack([digits[i][0] for i in range(min(limit, len(digits)))])
+        return list(images.split(32))
+    raise ValueError(
+        f"int8 needs calibration images like the real inputs: pass --calibration DIR (any folder of images; {limit} are used)"
+    )
+
+
+def int8_inputs(
+    fmt: str,
+    *,
+    weights: Iterable[str | os.PathLike[str]] = (),
+    calibration: str | os.PathLike[str] | None = None,
+    config: Any = None,
+    resolution: int = 224,
+    calibration_images: int = 256,
+) -> tuple[list[Any] | None, dict[str, tuple[float, int]] | None, str | None]:
+    """What an int8 export of ``fmt`` is built from: ``(calibration batches, stored ranges, where
+    the ranges came from)``. The ranges the weights carry (Google's quantized files, a ``--qat``
+    run) are used unless a ``calibration`` folder is given or the format calibrates its own
+    (pte-int8's PT2E flow); otherwise calibration images. An fp32 format needs neither."""
+    writer, int8, _, _ = export_format(fmt)
+    if not int8:
+        return None, None, None
+    if writer.stored_ranges and calibration is None:
+        stored = stored_activation_ranges(w for w in weights if Path(w).exists())
+        if stored is not None:
+            return None, stored[0], stored[1]
+    return int8_calibration(calibration, config, resolution, calibration_images), None, None
+
+
+def check_export(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    fmt: str,
+    calibration: list[Tensor] | None = None,
+    *,
+    dynamic_batch: bool = False,
+    resolution: int | None = None,
+) -> dict[str, Any]:
+    """Runs an export beside the PyTorch model it came from, on real inputs where there are some
+    (the first calibration images) and random ones otherwise. fp32: the largest difference (over
+    1e-3 is an error); int8 on real inputs: how often the top-1 agrees. Returns what was measured."""
+    import torch
+
+    writer, int8, _, _ = export_format(fmt)
+    config = model.config  # type: ignore[union-attr]
+    size = resolution or config.resolution
+    x = calibration[0][:8] if calibration else torch.rand(8, config.in_chans, size, size) * 2 - 1
+    if not dynamic_batch and writer.fixed_batch:
+        x = x[:1]
     path = Path(path)
-    fp32 = export_onnx(portable_int8(folded), path.with_name(path.name + ".fp32.onnx"), resolution=resolution, dynamic_batch=True)
-    try:
-        return quantize_onnx(fp32, path, calibration, method=calibration_method, activation_ranges=activation_ranges)
-    finally:
-        fp32.unlink(missing_ok=True)
+    with torch.inference_mode():
+        want = model(x)
+    assert writer.run is not None
+    got = writer.run(path)(x)
+    result: dict[str, Any] = {"path": str(path), "size_mb": path.stat().st_size / 1e6, "int8": int8, "images": len(x)}
+    if int8:
+        # agreement on random inputs says nothing about photos
+        result["agreement"] = float((got.argmax(1) == want.argmax(1)).float().mean()) if calibration else None
+        return result
+    diff = float((got - want).abs().max())
+    if diff > 1e-3:
+        raise RuntimeError(f"{path}: the exported model differs from PyTorch by {diff:.3g}; please report this")
+    result["max_diff"] = diff
+    return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["install_hint", "missing", "require"]
+__all__ = ["EXTRAS", "install_hint", "missing", "require"]
 
 
 def missing(*modules: str) -> list[str]:
@@ -12,9 +12,25 @@ def missing(*modules: str) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
+#: The extra that brings each optional module (OpenVINO is installed by its own name).
+EXTRAS = {
+    "onnx": "export",
+    "onnxruntime": "export",
+    "onnxscript": "export",
+    "ai_edge_litert": "mobile",
+    "executorch": "mobile",
+    "torchao": "mobile",
+    "tflite": "import",
+    "h5py": "import",
+}
+
+
 def install_hint(modules: list[str]) -> str:
-    """The command that installs ``modules``: the export extra, or OpenVINO where it is among them."""
-    return "pip install openvino" if "openvino" in modules else "pip install 'mobilenet[export]'"
+    """The command that installs ``modules``: their extras, or OpenVINO where it is among them."""
+    if "openvino" in modules:
+        return "pip install openvino"
+    extras = sorted({EXTRAS.get(m, "export") for m in modules})
+    return "pip install " + " ".join(f"'mobilenet[{e}]'" for e in extras)
 
 
 def require(*modules: str, purpose: str) -> None:

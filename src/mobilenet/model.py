@@ -12,12 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import WeightsFileError
-from .spec import MIN_RESOLUTION, Block, MobileNetConfig, build_blocks
+from .spec import MIN_RESOLUTION, Block, MobileNetConfig, build_blocks, reconcile
 
 __all__ = ["ConvBNAct", "DepthwiseSeparable", "FeatureExtractor", "MobileNetV1", "TFSamePad2d", "fold_batchnorm"]
-
-#: Config fields a caller may change when loading weights: neither shapes a tensor.
-_FREE_OVERRIDES = ("dropout", "resolution")
 
 
 class TFSamePad2d(nn.Module):
@@ -180,17 +177,7 @@ class MobileNetV1(nn.Module):
         state that does not fit raises a :class:`~mobilenet.checkpoint.WeightsFileError` naming the
         first tensors that differ. ``source`` (a file name) goes into both messages.
         """
-        overrides = dict(overrides or {})
-        for key, value in overrides.items():
-            if key in _FREE_OVERRIDES:
-                continue
-            have = getattr(config, key, None)
-            if have is not None and value != have:
-                raise ValueError(
-                    f"{source} holds a model with {key}={have!r}, but {key}={value!r} was asked for; "
-                    f"drop the argument, or fine-tune with a new classifier (mobilenet train --weights ...)"
-                )
-        config = config.replace(**{k: v for k, v in overrides.items() if k in _FREE_OVERRIDES})
+        config = reconcile(config, dict(overrides or {}), source=source)
         model = cls(config)
         own = model.state_dict()
         _check_values(state, own, source)

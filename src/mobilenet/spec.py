@@ -29,6 +29,7 @@ __all__ = [
     "build_layers",
     "conv_defs",
     "output_size",
+    "reconcile",
     "scaled_depth",
 ]
 
@@ -212,7 +213,8 @@ class MobileNetConfig:
     #: Class names, when the weights carry their own (fine-tuned models); otherwise looked up by ``labels``.
     class_names: tuple[str, ...] | None = field(default=None, compare=False)
     #: The input pipeline the weights expect (see PREPROCESSES), and their normalization: pixels in
-    #: [0, 1] become ``(x - mean) / std``. Google's weights want [-1, 1]; timm's want ImageNet's.
+    #: [0, 1] become ``(x - mean) / std``. Google's weights want [-1, 1] (mean = std = 0.5), and so do
+    #: timm's MobileNet v1 weights (their pretrained_cfg says 0.5; see mobilenet.weights.timm).
     preprocess: str = field(default="torchvision", compare=False)
     crop_pct: float = field(default=0.875, compare=False)
     mean: tuple[float, float, float] = field(default=(0.5, 0.5, 0.5), compare=False)
@@ -304,3 +306,40 @@ def build_layers(config: MobileNetConfig) -> list[Layer]:
     if config.num_classes > 0:
         layers.append(Layer("fc", "fc", "classifier", 1, 1, layers[-1].out_channels, config.num_classes))
     return layers
+
+
+#: Config fields that may differ from the weights': neither shapes a tensor.
+FREE_FIELDS = ("dropout", "resolution")
+
+
+def reconcile(
+    config: MobileNetConfig,
+    given: dict[str, Any],
+    *,
+    source: str,
+    flags: bool = False,
+    free: tuple[str, ...] = FREE_FIELDS,
+) -> MobileNetConfig:
+    """The one place where what a caller asks for meets what the weights are (torchvision's
+    ``_ovewrite_named_param``): ``config`` is the weights', ``given`` the caller's values (``None``
+    means not given). A value of a ``free`` field replaces the weights'; any other must restate
+    the weights' value, or a ``ValueError`` names both. ``flags``: the caller typed command-line
+    flags (``--width-mult``), so the message names the flag; otherwise the argument.
+
+    Model building (:meth:`MobileNetV1.from_state_dict`), training, export and bench all call it.
+    """
+    for key, value in given.items():
+        have = getattr(config, key, None)
+        if value is None or key in free or have is None or value == have:
+            continue
+        if flags:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"{flag} {value} contradicts {source}, whose network has {key}={have}; "
+                f"the weights define the network: drop {flag} (or pass other weights)"
+            )
+        raise ValueError(
+            f"{source} holds a model with {key}={have!r}, but {key}={value!r} was asked for; "
+            "drop the argument, or fine-tune with a new classifier (mobilenet train --weights ...)"
+        )
+    return config.replace(**{k: v for k, v in given.items() if k in free and v is not None})

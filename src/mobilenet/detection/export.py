@@ -30,10 +30,11 @@ def export_detector_tflite(model: SSDMobileNetV1, path: str | os.PathLike[str]) 
     """Writes ``model`` as a float32 TF Lite SSD ending in ``TFLite_Detection_PostProcess``."""
     from flatbuffers import flexbuffers
 
-    from ..litert import _Conv, _convs, _Graph, require_litert
+    from ..extras import require
     from ..model import fold_batchnorm
+    from ..runtimes.litert import _Conv, _convs, _Graph
 
-    require_litert("exporting a detector to TF Lite")
+    require("ai_edge_litert", purpose="exporting a detector to TF Lite")
     folded = fold_batchnorm(model)  # type: ignore[arg-type]
     config = model.config
     size = config.resolution

@@ -57,12 +57,12 @@ class LiteRTDetector:
     backend = "litert"
 
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
-        from ..litert import require_litert
+        from ..extras import require
         from ..weights.tflite import DETECTION_POSTPROCESS, read_tflite
         from .anchors import ssd_anchors
         from .tflite_import import load_detector_tflite, sigmoid_input
 
-        require_litert("running a .tflite detector")
+        require("ai_edge_litert", purpose="running a TF Lite detector")
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)

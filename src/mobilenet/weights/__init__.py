@@ -1,7 +1,7 @@
 """Weights: the registry of published checkpoints, the importers and the one loader.
 
 ``load_weights`` accepts a registry member or its name, or a local file: ``.safetensors`` (ours, or
-timm's layout), ``.tflite`` (Google's TF Lite models; two files, extractor and head, as a tuple),
+timm's layout), TF Lite (Google's models; two files, extractor and head, as a tuple),
 ``.h5`` (Keras), ``.pth`` (timm).
 
 Inside the package, imports run one way: ``registry`` (finds and hash-checks files) and the

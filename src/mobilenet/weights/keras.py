@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import WeightsFileError
+from ..extras import require
 from ..spec import MobileNetConfig, check_resolution
 
 __all__ = ["convert_keras_layers", "load_keras_h5", "read_keras_h5"]
@@ -82,6 +83,7 @@ def _input_size(h5: Any, path: Path) -> int | None:
 
 def read_keras_h5(path: str | os.PathLike[str]) -> tuple[dict[str, list[np.ndarray]], int | None]:
     """Layer name → its tensors in Keras order, and the input size if the file tells it."""
+    require("h5py", purpose="reading Keras .h5 files")
     import h5py
 
     path = Path(path)

@@ -29,7 +29,7 @@ __all__ = ["MobileNet_V1_Weights", "Weights", "WeightsFile", "cache_dir", "downl
 _CORAL = "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
 _KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
 _HF = "https://huggingface.co/timm/"
-# PAPER.md §6: Google's top-1 on ImageNet val for float and quantized models, by α and resolution.
+# The paper (../shared/PAPER.md §6, outside this repository): Google's top-1 on ImageNet val for float and quantized models, by α and resolution.
 _TOP1_FLOAT = {
     1.0: (70.9, 70.0, 68.0, 65.2),
     0.75: (68.4, 67.2, 65.3, 62.1),

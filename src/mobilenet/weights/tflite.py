@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from ..checkpoint import WeightsFileError
+from ..extras import require
 from ..spec import MobileNetConfig, build_layers
 
-__all__ = ["DETECTION_POSTPROCESS", "TFLiteGraph", "activation_quantization", "load_tflite", "read_tflite"]
+__all__ = ["DETECTION_POSTPROCESS", "TFLiteGraph", "activation_quantization", "check_split_pair", "load_tflite", "read_tflite"]
 
 #: The custom op that ends Google's TF Lite SSD detectors: a file holding it is a detector, not a classifier.
 DETECTION_POSTPROCESS = "TFLite_Detection_PostProcess"
@@ -97,11 +98,10 @@ def _tensor_values(model: Any, graph: Any, index: int, path: Path) -> np.ndarray
 
 
 def read_tflite(path: str | os.PathLike[str]) -> TFLiteGraph:
-    """Parses one .tflite file into its list of convolutions (dequantized, in TF layouts)."""
-    try:
-        import tflite
-    except ImportError as exc:  # pragma: no cover - the import extra installs it
-        raise RuntimeError("reading .tflite files needs the tflite package: pip install 'mobilenet[import]'") from exc
+    """Parses one TF Lite file into its list of convolutions (dequantized, in TF layouts)."""
+    require("tflite", purpose="reading TF Lite files")
+    import tflite
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"TF Lite file {str(path)!r} does not exist")
@@ -270,3 +270,19 @@ def activation_quantization(paths: str | os.PathLike[str] | Sequence[str | os.Pa
     if pools:
         out["global_pool"] = pools[0]
     return out
+
+
+def check_split_pair(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Two files must be the embedding extractor (it takes an image) and the head (it takes features)."""
+    names = ", ".join(str(p) for p in paths)
+
+    def takes_image(graph: Any) -> bool:
+        shape = graph.input_shape or ()
+        return len(shape) == 4 and shape[1] > 1 and shape[-1] == 3
+
+    roles = ["an image (a whole network or an extractor)" if takes_image(read_tflite(p)) else "features (a head)" for p in paths]
+    if roles[0] == roles[1]:
+        raise ValueError(
+            f"weights: expected the embedding_extractor and the head_layers file of Google's split TF Lite model; "
+            f"both {names} take {roles[0]}"
+        )

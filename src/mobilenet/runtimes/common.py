@@ -1,0 +1,84 @@
+"""What every runtime module shares: the config an export records with the input it traces, and
+:class:`Predictor`, the callable every runtime's model is (an NCHW float batch to logits)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..spec import MobileNetConfig
+
+__all__ = ["Predictor", "config_and_example", "config_json", "example_input", "model_config", "numpy_input"]
+
+
+def model_config(model: nn.Module) -> MobileNetConfig:
+    config = getattr(model, "config", None)
+    if not isinstance(config, MobileNetConfig):
+        raise TypeError(f"expected a MobileNetV1 (with .config), got {type(model).__name__}")
+    return config
+
+
+def config_and_example(
+    model: nn.Module, resolution: int | None, example: Tensor | None, batch: int = 1
+) -> tuple[MobileNetConfig | None, Tensor]:
+    """The config to record (None for a model that has none, e.g. a peer's) and the input to trace.
+
+    A model without our config needs ``example``; with one, the example defaults to zeros of the
+    config's shape. A batch of at least ``batch`` is traced, so a dynamic batch size stays free.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, MobileNetConfig):
+        if example is None:
+            raise TypeError(
+                f"{type(model).__name__} has no MobileNetConfig (.config), so the input shape is unknown; "
+                "pass example=torch.zeros(1, C, H, W)"
+            )
+        config = None
+    if example is None:
+        example = example_input(model, resolution)
+    if example.shape[0] < batch:
+        example = example[:1].expand(batch, *example.shape[1:]).contiguous()
+    return config, example
+
+
+def config_json(config: MobileNetConfig, example: Tensor) -> str:
+    """The config an export carries: the model's, with the input size it was exported at."""
+    return json.dumps(config.replace(resolution=example.shape[-1]).to_dict())
+
+
+def example_input(model: nn.Module, resolution: int | None, batch: int = 1) -> Tensor:
+    config = model_config(model)
+    size = resolution or config.resolution
+    return torch.zeros(batch, config.in_chans, size, size)
+
+
+class Predictor:
+    """A callable ``(N, C, H, W) float tensor → logits tensor`` over one backend."""
+
+    backend: str = ""
+
+    def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def with_threads(self, threads: int) -> Predictor:
+        """The same model on ``threads`` CPU threads (a runtime session fixes its count when made)."""
+        torch.set_num_threads(threads)
+        return self
+
+    def raw_call(self, x: Tensor) -> Callable[[], Any] | None:
+        """The runtime's own call on ``x`` already in its native form, with none of this wrapper's
+        work (what ``bench`` times beside the wrapper to show its cost), or None for PyTorch."""
+        return None
+
+
+def numpy_input(x: Tensor) -> Any:
+    """A contiguous float32 array for a runtime. The copy, when one is needed, is numpy's: a torch
+    copy would wake PyTorch's OpenMP threads, which then spin on the cores the runtime's own
+    threads need (on 2 cores that doubled ONNX Runtime's latency)."""
+    import numpy as np
+
+    return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
