@@ -349,12 +349,19 @@ def _folded(unit: ConvBNAct) -> tuple[Tensor, Tensor]:
     return weight, bias
 
 
-def _fake_quant_weight(weight: Tensor) -> Tensor:
-    """Symmetric int8 per output channel (axis 0), scale = max|w| / 127, as the writer does."""
-    absmax = weight.detach().abs().flatten(1).amax(1).float()
-    scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))
+def _fake_quant_weight(weight: Tensor, exact: bool = False) -> Tensor:
+    """Symmetric int8 per output channel (axis 0), scale = max|w| / 127. ``exact`` (evaluation):
+    the writer's own scales, :func:`channel_scales`, which keep a quantized model's grid where the
+    weights lie on one (a fine-tune whose best is its classifier-first stage still holds Google's
+    backbone exactly); too slow to recompute at every training step, where weights leave any grid."""
+    if exact:
+        found = channel_scales(weight.detach().double().cpu().numpy(), 0, qmax=127, qmin=-128)
+        scale = torch.from_numpy(np.where(found > 0, found, 1.0)).to(weight.device, torch.float32)
+    else:
+        absmax = weight.detach().abs().flatten(1).amax(1).float()
+        scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))
     zero = torch.zeros_like(scale, dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -127, 127)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -128, 127)
 
 
 class FakeQuantMobileNet(nn.Module):
@@ -412,7 +419,7 @@ class FakeQuantMobileNet(nn.Module):
                 x = pad(x)
             conv: nn.Conv2d = unit.conv  # type: ignore[assignment]
             weight, bias = _folded(unit)
-            x = F.conv2d(x, _fake_quant_weight(weight), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+            x = F.conv2d(x, _fake_quant_weight(weight, not self.training), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
             x = self._quant(unit.act(x), i)
         # TF Lite's int8 average pool rounds onto its input's grid.
         x = self._quant(model.global_pool(x), len(self._units), observe=False)
@@ -421,7 +428,7 @@ class FakeQuantMobileNet(nn.Module):
         if model.config.num_classes == 0:
             return x
         fc: nn.Linear = model.classifier  # type: ignore[assignment]
-        weight = _fake_quant_weight(fc.weight)
+        weight = _fake_quant_weight(fc.weight, not self.training)
         logits = F.linear(x, weight, fc.bias)
         if self.training and model.dropout.p > 0:
             # Dropout's 1/(1-p) scaling widens the training logits; the range is of the logits
