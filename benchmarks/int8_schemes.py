@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import mobilenet.export as export
+import mobilenet.runtimes.onnxruntime as export  # where the int8 scheme and its constants live
 from mobilenet import mobilenet_v1
 from mobilenet.bench import cpu_description
 from mobilenet.data import image_batches
