@@ -319,19 +319,13 @@ class _Trunk(nn.Module):
         super().__init__()
         from ..model import fold_batchnorm
 
-        self.backbone = fold_batchnorm(model.backbone).to(memory_format=torch.channels_last)
-        folded = fold_batchnorm(model)  # extras are ConvBNAct too
-        self.extras = folded.extras.to(memory_format=torch.channels_last)
+        # One fold covers the backbone and the extras (both are ConvBNAct units).
+        self.folded = fold_batchnorm(model).to(memory_format=torch.channels_last)  # type: ignore[arg-type]
         self.requires_grad_(False)
         self.eval()
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        maps = self.backbone.forward_intermediates(x, (16, 32))
-        y = maps[-1]
-        for block in self.extras:
-            y = block(y)
-            maps.append(y)
-        return maps
+        return self.folded.forward_features(x)
 
 
 def _build(source_state: dict[str, Tensor], source_config: Any, names: list[str]) -> tuple[SSDMobileNetV1, bool]:
