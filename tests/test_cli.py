@@ -83,4 +83,4 @@ def test_export_through_the_cli_and_python_writes_the_same_file(tmp_path, fmt):
         torch.testing.assert_close(load_exported(cli_out)(x), load_exported(py_out)(x), rtol=0, atol=1e-6)
     else:
         assert cli_out.read_bytes() == py_out.read_bytes()
-    assert str(result.check["images"]) in proc.stdout and f"{result.check['size_mb']:.1f} MB" in proc.stdout
+    assert f"on {result.check['images']} " in proc.stdout and f"{result.check['size_mb']:.1f} MB" in proc.stdout

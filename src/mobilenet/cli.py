@@ -224,7 +224,8 @@ def _export(args: argparse.Namespace) -> None:
     check, path = result.check or {}, result.path
     size = f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)"
     if not check.get("int8"):
-        print(f"{size}; largest difference from PyTorch: {check.get('max_diff', float('nan')):.2e}")
+        n, kind = check.get("images", 0), "calibration image" if check.get("real_images") else "random input"
+        print(f"{size}; largest difference from PyTorch on {n} {kind}{'s' * (n != 1)}: {check.get('max_diff', float('nan')):.2e}")
     elif check.get("agreement") is not None:
         print(f"{size}; top-1 agreement with float on {check['images']} calibration images: {check['agreement']:.1%}")
     else:  # agreement on random inputs says nothing about photos

@@ -419,7 +419,9 @@ class FakeQuantMobileNet(nn.Module):
                 x = pad(x)
             conv: nn.Conv2d = unit.conv  # type: ignore[assignment]
             weight, bias = _folded(unit)
-            x = F.conv2d(x, _fake_quant_weight(weight, not self.training), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+            x = F.conv2d(
+                x, _fake_quant_weight(weight, not self.training), bias, conv.stride, conv.padding, conv.dilation, conv.groups
+            )
             x = self._quant(unit.act(x), i)
         # TF Lite's int8 average pool rounds onto its input's grid.
         x = self._quant(model.global_pool(x), len(self._units), observe=False)
