@@ -76,7 +76,7 @@ def export_model(
     if files and is_detector(files):
         from .detection.export import export_detector
 
-        path, summary = export_detector(files[0], output, format)
+        path, summary = export_detector(files[0], output, format, calibration=calibration, calibration_images=calibration_images)
         return ExportResult(path, format, summary=summary)
     out = None
     if output:  # checked before any work: the format decides the file kind, the suffix must agree

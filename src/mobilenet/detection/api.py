@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .data import DetectionSet, is_detection_data, load_input, read_detection_data
 from .model import SSDMobileNetV1
-from .runtime import LiteRTDetector, TorchDetector, open_detector
+from .runtime import LiteRTDetector, RawOutputDetector, TorchDetector, open_detector
 from .weights import is_detector, load_detector, save_detector
 
 __all__ = [
@@ -68,7 +68,7 @@ def is_detection_task(weights: Any, data: PathLike | None = None) -> bool:
 
 
 def _runner(model: Any, runtime: str = "torch") -> Any:
-    if isinstance(model, (TorchDetector, LiteRTDetector)):
+    if isinstance(model, (TorchDetector, RawOutputDetector)):
         return model
     if isinstance(model, SSDMobileNetV1):
         return TorchDetector(model)

@@ -259,6 +259,16 @@ def read_voc(root: str | os.PathLike[str], split: str | None = None) -> Detectio
     return DetectionSet({"images": images, "annotations": annotations, "categories": categories}, files, str(root))
 
 
+def training_photos(data: str | os.PathLike[str]) -> list[Path]:
+    """The photos a detector trains on in box data: a Pascal VOC root's ``train`` split (without
+    one, the split :func:`read_voc` picks), or every photo of a COCO instances JSON."""
+    path = Path(data)
+    if path.is_dir() and is_detection_data(path):
+        has_train = (path / "ImageSets" / "Main" / "train.txt").is_file()
+        return read_voc(path, "train" if has_train else None).files
+    return read_detection_data(path).files
+
+
 def read_detection_data(data: str | os.PathLike[str], images: str | os.PathLike[str] | None = None) -> DetectionSet:
     """A COCO instances JSON (with its image folder) or a Pascal VOC root, by what ``data`` is."""
     path = Path(data)

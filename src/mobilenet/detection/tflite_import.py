@@ -237,4 +237,43 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
             raise WeightsFileError(
                 f"{path}: its anchors differ from TF's SSD anchor generator (scales 0.2-0.95, ratios 1, 2, 1/2, 3, 1/3) by {diff}"
             )
-    return state, config
+    return state, _exported_config(path) or config
+
+
+def _exported_config(path: Path) -> DetectorConfig | None:
+    """The config our exporter stored in the file (class names, post-processing), or None (Google's files)."""
+    import json
+
+    from ..checkpoint import DETECTOR_CONFIG_KEY
+    from ..runtimes.litert import tflite_metadata
+
+    text = tflite_metadata(path, DETECTOR_CONFIG_KEY)
+    if text is None:
+        return None
+    try:
+        return DetectorConfig.from_dict(json.loads(text.decode()))
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+        raise WeightsFileError(f"{path}: its {DETECTOR_CONFIG_KEY} metadata is unreadable ({exc})") from None
+
+
+def detector_activation_ranges(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]] | None:
+    """The (low, high) range of each activation a quantized TF Lite SSD stores (Google's detect.tflite
+    holds the ranges it was trained with), keyed as :func:`mobilenet.detection.export.calibrate_detector`
+    keys them; None for a float file. The heads' ranges are the union over each kind of head."""
+    from .export import BOX_RANGE, CLASS_RANGE
+
+    convs = read_tflite(path).convs
+    if len(convs) < _BACKBONE_CONVS + 8 or any(c.output_quant is None for c in convs):
+        return None
+
+    def span(conv: Any) -> tuple[float, float]:
+        scale, zero = conv.output_quant
+        return -zero * scale, (255 - zero) * scale
+
+    backbone = [f"backbone.{layer.module.rsplit('.', 1)[0]}" for layer in build_layers(DetectorConfig().backbone)]
+    extras = [f"extras.{i}.{j}" for i in range(4) for j in range(2)]
+    ranges = {key: span(conv) for key, conv in zip(backbone + extras, convs[: _BACKBONE_CONVS + 8])}
+    for kind, is_box in ((BOX_RANGE, True), (CLASS_RANGE, False)):
+        heads = [span(c) for c in convs[_BACKBONE_CONVS + 8 :] if ("class" not in c.output_name.lower()) == is_box]
+        ranges[kind] = (min(low for low, _ in heads), max(high for _, high in heads))
+    return ranges

@@ -46,7 +46,8 @@ def _paths(weights: Any) -> list[Path]:
 
 def is_detector(weights: Any) -> bool:
     """Whether ``weights`` (a path, or a list of one) is a detector: our safetensors with a detector
-    config, or a .tflite ending in TF Lite's detection post-processing. Unreadable files are not."""
+    config, a .tflite ending in TF Lite's detection post-processing, or an .onnx/.pte we exported
+    from a detector. Unreadable files are not (their readers say what is wrong with them)."""
     try:
         (path,) = _paths(weights)
     except ValueError:
@@ -59,9 +60,26 @@ def is_detector(weights: Any) -> bool:
             return DETECTOR_CONFIG_KEY in weights_metadata(path)
         if suffix == ".tflite":
             return is_tflite_detector(path)
-    except (OSError, ValueError):
+        return exported_detector_config(path) is not None
+    except Exception:  # protobuf and ExecuTorch raise their own kinds on a corrupt file
         return False
-    return False
+
+
+def exported_detector_config(path: PathLike) -> str | None:
+    """The detector config (JSON) an exported ``.onnx`` or ``.pte`` of ours carries, or None."""
+    from ..formats import format_of
+
+    path, kind = Path(path), format_of(path)
+    if kind is not None and kind.name == "onnx":
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return meta.get(DETECTOR_CONFIG_KEY)
+    if kind is not None and kind.name == "pte":
+        from ..runtimes.executorch import pte_constant
+
+        return pte_constant(path, DETECTOR_CONFIG_KEY)
+    return None
 
 
 def read_detector(weights: Any) -> tuple[dict[str, torch.Tensor], DetectorConfig]:

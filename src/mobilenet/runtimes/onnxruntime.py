@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,17 @@ def export_onnx(
     dynamic_batch: bool = False,
     opset: int = 18,
     example: Tensor | None = None,
+    output_names: Sequence[str] = ("logits",),
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """ONNX via ``torch.onnx.export(dynamo=True)``; the input is ``images`` (N, 3, H, W), output ``logits``.
+    """ONNX via ``torch.onnx.export(dynamo=True)``; the input is ``images`` (N, 3, H, W), the
+    outputs ``output_names`` (a classifier's ``logits``).
 
     The spatial size is fixed (``resolution``, default the model's), so TF 'SAME' pads become
     constants that ONNX Runtime fuses into the convs; ``dynamic_batch`` leaves N free.
     ``example`` (an input batch) sets the shape instead, and lets a model without our config (a
-    peer's, for comparison) be exported; such a file carries no ``mobilenet_config``.
+    peer's, for comparison, or another task's) be exported; such a file carries no
+    ``mobilenet_config``, only the ``metadata`` given.
     """
     require("onnx", "onnxscript", purpose="ONNX export")
     model = model.eval()
@@ -60,13 +64,14 @@ def export_onnx(
             (example,),
             dynamo=True,
             input_names=["images"],
-            output_names=["logits"],
+            output_names=list(output_names),
             dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             verbose=False,
         )
     if config is not None:
         program.model.metadata_props[CONFIG_KEY] = config_json(config, example)
+    program.model.metadata_props.update(metadata or {})
     # One self-contained file: MobileNet v1 is far below ONNX's 2 GB limit for inline weights.
     return atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
 
