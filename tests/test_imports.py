@@ -17,7 +17,7 @@ PACKAGE = Path(mobilenet.__file__).parent
 #: ``"pkg.*"`` places every module of a package (its inner order is kept by the cycle test).
 LAYERS: list[set[str]] = [
     {"spec", "labels", "extras"},
-    {"cost", "checkpoint", "data", "plots", "paper"},
+    {"cost", "checkpoint", "data", "data.*", "plots", "paper"},
     {"model"},
     # The importers and the runtimes: each runtime module writes its files (for export) and runs
     # them (for deploy), so fold_batchnorm comes from .model, never from .deploy.
