@@ -29,7 +29,16 @@ from torch import Tensor
 
 from ..data import open_rgb
 
-__all__ = ["DetectionSet", "is_detection_data", "load_input", "read_coco", "read_detection_data", "read_splits", "read_voc"]
+__all__ = [
+    "DetectionSet",
+    "is_annotation_file",
+    "is_detection_data",
+    "load_input",
+    "read_coco",
+    "read_detection_data",
+    "read_splits",
+    "read_voc",
+]
 
 #: Boxes may overshoot their image by this many pixels (annotation tools round); more is an error.
 BOX_TOLERANCE = 1.0
@@ -73,12 +82,17 @@ def load_input(path: str | os.PathLike[str], size: int, interpolation: str = "bi
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1), img.size
 
 
+def is_annotation_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named as a COCO annotation file (``.json``); it need not exist."""
+    return Path(path).suffix.lower() == ".json"
+
+
 def is_detection_data(data: str | os.PathLike[str] | None) -> bool:
     """Whether ``data`` names box data: a .json file, or a folder in Pascal VOC's layout."""
     if data is None:
         return False
     path = Path(data)
-    if path.suffix.lower() == ".json":
+    if is_annotation_file(path):
         return True
     return path.is_dir() and (path / "Annotations").is_dir() and (path / "JPEGImages").is_dir()
 
