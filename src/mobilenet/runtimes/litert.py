@@ -41,6 +41,7 @@ from ..extras import require
 from ..model import MobileNetV1, TFSamePad2d
 from ..quantize import calibrate_ranges, channel_scales, conv_units, qparams
 from ..spec import MobileNetConfig
+from ..weights.tflite import load_tflite, read_tflite
 
 __all__ = [
     "LiteRTModel",
@@ -450,8 +451,6 @@ class LiteRTModel:
                 raise FileNotFoundError(f"TF Lite file {str(p)!r} does not exist")
         config = tflite_config(self.paths[0]) if len(self.paths) == 1 else None
         if config is None:  # Google's files: the importer knows their config
-            from ..weights.tflite import load_tflite, read_tflite
-
             graphs = sorted((read_tflite(p) for p in self.paths), key=lambda g: -(g.input_shape[1] if g.input_shape else 0))
             self.paths = [g.path for g in graphs]  # the extractor first
             config = load_tflite(self.paths)[1]

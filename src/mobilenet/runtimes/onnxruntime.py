@@ -226,6 +226,33 @@ def onnx_config_from_model(model: Any) -> MobileNetConfig | None:
     return None
 
 
+def _pre_processed(src: Path, dst: Path) -> Path:
+    """ONNX Runtime's pre-pass over ``src`` (shape inference, graph clean-up), written beside ``dst``;
+    the pre-pass only helps, so the export is copied as it is when it fails."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = dst.with_name(dst.name + ".prep.onnx")
+    try:
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
+    except Exception:  # the pre-pass only helps; quantize the export as it is if it fails
+        prepared.write_bytes(src.read_bytes())
+    return prepared
+
+
+def _stamp_config(path: Path, config: MobileNetConfig, images: int) -> None:
+    """Writes the model's config (ours replacing any ``mobilenet_`` entries the quantizer carried
+    over) and the number of calibration images into the int8 file's metadata."""
+    import onnx
+
+    quantized = onnx.load(str(path))
+    keep = [p for p in quantized.metadata_props if not p.key.startswith("mobilenet_")]
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(keep)
+    quantized.metadata_props.add(key=CONFIG_KEY, value=json.dumps(config.to_dict()))
+    quantized.metadata_props.add(key="mobilenet_calibration_images", value=str(images))
+    atomic_write(path, lambda tmp: onnx.save(quantized, tmp))
+
+
 def quantize_onnx(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -246,7 +273,6 @@ def quantize_onnx(
     """
     require("onnx", "onnxruntime", purpose="int8 quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {
         "minmax": CalibrationMethod.MinMax,
@@ -257,11 +283,7 @@ def quantize_onnx(
         raise ValueError(f"calibration method {method!r}: choose from {', '.join(methods)}")
     src, dst = Path(src), Path(dst)
     config = onnx_config(src)
-    prepared = dst.with_name(dst.name + ".prep.onnx")
-    try:
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
-    except Exception:  # the pre-pass only helps; quantize the export as it is if it fails
-        prepared.write_bytes(src.read_bytes())
+    prepared = _pre_processed(src, dst)
     import onnx
 
     prepared_model = onnx.load(str(prepared))
@@ -299,13 +321,7 @@ def quantize_onnx(
         dst.unlink(missing_ok=True)
         raise ValueError("int8 calibration saw no images; pass a folder with some (a few hundred is typical)")
     if config is not None:
-        quantized = onnx.load(str(out))
-        keep = [p for p in quantized.metadata_props if not p.key.startswith("mobilenet_")]
-        del quantized.metadata_props[:]
-        quantized.metadata_props.extend(keep)
-        quantized.metadata_props.add(key=CONFIG_KEY, value=json.dumps(config.to_dict()))
-        quantized.metadata_props.add(key="mobilenet_calibration_images", value=str(reader.count))
-        atomic_write(out, lambda tmp: onnx.save(quantized, tmp))
+        _stamp_config(out, config, reader.count)
     return out
 
 
