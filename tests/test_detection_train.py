@@ -283,3 +283,45 @@ def test_photo_without_boxes_is_background(tmp_path, capsys):
     summary = train_detector(root, DETECT, tmp_path / "out", epochs=1, progress=False)
     assert summary["train_photos"] == 4 and summary["classes"] == ["raccoon"] and 0 <= summary["map"] <= 1
     assert (tmp_path / "out" / "best.safetensors").is_file()
+
+
+@needs_raccoon
+@pytest.mark.slow
+def test_a_stopped_run_resumes_as_if_it_had_not_stopped(tmp_path, capsys, monkeypatch):
+    """Killed after epoch 1 of 2, `--resume` ends where the uninterrupted run ends: the same rows
+    and the same best weights; resuming with other settings is refused by name."""
+    from safetensors.torch import load_file
+
+    import mobilenet.detection.train as det_train
+
+    settings = dict(limit=8, epochs=2, batch_size=4, warm_start=False, progress=False)
+    whole = train_detector(RACCOON, DETECT, tmp_path / "whole", **settings)
+    record = det_train._RunFiles.record
+
+    def stop_after_first_epoch(self, row, *args):
+        record(self, row, *args)
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(det_train._RunFiles, "record", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(RACCOON, DETECT, tmp_path / "stopped", **settings)
+    monkeypatch.setattr(det_train._RunFiles, "record", record)
+    with pytest.raises(FileExistsError, match="pass --resume to continue it"):
+        train_detector(RACCOON, DETECT, tmp_path / "stopped", **settings)
+    with pytest.raises(ValueError, match="started with recipe="):
+        train_detector(RACCOON, DETECT, tmp_path / "stopped", resume=True, **{**settings, "lr": 0.01})
+    capsys.readouterr()
+    resumed = train_detector(RACCOON, DETECT, tmp_path / "stopped", resume=True, **settings)
+    assert "resumed from" in capsys.readouterr().out
+    rows = [
+        [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
+        for run in (tmp_path / "whole", tmp_path / "stopped")
+    ]
+    assert rows[0] == rows[1] and len(rows[0]) == 2
+    assert resumed["map"] == whole["map"]
+    a, b = (load_file(str(run / "best.safetensors")) for run in (tmp_path / "whole", tmp_path / "stopped"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

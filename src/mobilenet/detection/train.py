@@ -288,11 +288,18 @@ def _build(source_state: dict[str, Tensor], source_config: Any, names: list[str]
 # The run
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file; pass a folder for the run's outputs")
-    if any((out / n).exists() for n in ("metrics.jsonl", "last.safetensors", "summary.json")) and not overwrite:
-        raise FileExistsError(f"--out {out} already holds a training run; pass --overwrite to replace it, or another --out")
+    if resume and overwrite:
+        raise ValueError("resume and overwrite contradict each other; pass one")
+    if resume and not (out / "last_state.pt").is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {out / 'last_state.pt'}; run without --resume to start fresh")
+    holds_run = any((out / n).exists() for n in ("metrics.jsonl", "last.safetensors", "summary.json"))
+    if holds_run and not (overwrite or resume):
+        raise FileExistsError(
+            f"--out {out} already holds a training run; pass --resume to continue it, --overwrite to replace it, or another --out"
+        )
 
 
 def _recipe_from(given: dict[str, Any]) -> DetectionRecipe:
@@ -435,14 +442,16 @@ def _train_epoch(
 
 class _RunFiles:
     """What a run writes to ``out`` after each epoch: ``metrics.jsonl`` (all rows so far),
-    ``last.safetensors``, and ``best.safetensors`` when the epoch's val ``map`` is the best yet."""
+    ``last.safetensors``, ``best.safetensors`` when the epoch's val ``map`` is the best yet, and
+    ``last_state.pt`` (written last: the model, optimizer, step, random states and rows) from
+    which ``resume`` continues the run as if it had not stopped."""
 
-    def __init__(self, out: Path, recipe: DetectionRecipe) -> None:
-        self.out, self.recipe = out, recipe
+    def __init__(self, out: Path, recipe: DetectionRecipe, identity: dict[str, Any]) -> None:
+        self.out, self.recipe, self.identity = out, recipe, identity
         self.lines: list[str] = []
         self.best: dict[str, Any] = {"map": -1.0}
 
-    def record(self, row: dict[str, Any], model: SSDMobileNetV1) -> None:
+    def record(self, row: dict[str, Any], model: SSDMobileNetV1, optimizer: Any, step: int, generator: Any) -> None:
         self.lines.append(json.dumps(row))
         text = "\n".join(self.lines) + "\n"
         atomic_write(self.out / "metrics.jsonl", lambda tmp, text=text: Path(tmp).write_text(text))
@@ -456,6 +465,45 @@ class _RunFiles:
         if row["map"] > self.best["map"]:
             self.best = row
             save_detector(self.out / "best.safetensors", model, **meta)
+        state = {
+            "epoch": row["epoch"],
+            "step": step,
+            "seconds": row["seconds"],
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "lines": list(self.lines),
+            "best": json.dumps(self.best),
+            "run": json.dumps(self.identity, sort_keys=True),
+            "torch_rng": torch.get_rng_state(),
+            "loader_rng": generator.get_state(),
+            "python_rng": random.getstate(),
+        }
+        atomic_write(self.out / "last_state.pt", lambda tmp: torch.save(state, tmp))
+
+    def resume(self, model: SSDMobileNetV1, optimizer: Any, generator: Any) -> tuple[int, int, float]:
+        """Restores the run from ``last_state.pt``; returns (the next epoch, the step, seconds so far)."""
+        from ..checkpoint import load_state
+
+        path = self.out / "last_state.pt"
+        state = load_state(path)
+        saved = json.loads(state["run"])
+        for key, now in self.identity.items():
+            if saved.get(key) != now:
+                raise ValueError(
+                    f"--resume: the run in {self.out} was started with {key}={saved.get(key)!r}, now {key}={now!r}; "
+                    "resume with the settings it was started with, or pass --overwrite to start afresh"
+                )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["loader_rng"])
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        self.lines, self.best = list(state["lines"]), json.loads(state["best"])
+        text = "\n".join(self.lines) + "\n"  # rows of an epoch that ended after the state was saved are dropped
+        atomic_write(self.out / "metrics.jsonl", lambda tmp: Path(tmp).write_text(text))
+        print(f"resumed from {path} after epoch {state['epoch']}", flush=True)
+        return int(state["epoch"]) + 1, int(state["step"]), float(state["seconds"])
 
 
 def _summary(
@@ -495,6 +543,7 @@ def train_detector(
     out: PathLike = "runs/detector",
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
     limit: int | None = None,
     **settings: Any,
@@ -504,13 +553,14 @@ def train_detector(
     ``settings`` override :data:`RECIPE` (``epochs``, ``batch_size``, ``lr``, ``loss``, ...);
     ``limit`` trains on the first ``limit`` training photos only (quick runs and tests). Returns
     the summary, also written to ``out/summary.json``. Nothing is written to ``out`` before the
-    data, the weights and the settings have all been checked.
+    data, the weights and the settings have all been checked. ``resume`` continues a stopped run
+    in ``out`` from its last finished epoch, as if it had not stopped (same settings required).
     """
     from .api import evaluate_detector
 
     recipe = _checked_recipe(data, weights, limit, settings)
     out = Path(out)
-    _check_out(out, overwrite)
+    _check_out(out, overwrite, resume)
     train_set, val_set, val_name = read_splits(data)
     if limit is not None and limit < len(train_set):
         train_set = _subset(train_set, limit)
@@ -537,10 +587,11 @@ def train_detector(
     # The validation photos as the detector sees them, loaded once (decoding 2000 px JPEGs every epoch costs seconds).
     val_inputs = [load_input(f, model.config.resolution, model.config.interpolation)[0] for f in val_set.files]
     out.mkdir(parents=True, exist_ok=True)
-    files = _RunFiles(out, recipe)
-    start = time.perf_counter()
-    step = 0
-    for epoch in range(1, recipe.epochs + 1):
+    identity = {"recipe": asdict(recipe), "data": str(data), "weights": str(weights), "limit": limit, "classes": names}
+    files = _RunFiles(out, recipe, identity)
+    first, step, before = files.resume(model, optimizer, loader.generator) if resume else (1, 0, 0.0)
+    start = time.perf_counter() - before
+    for epoch in range(first, recipe.epochs + 1):
         bar = _bar(loader, progress, f"epoch {epoch}/{recipe.epochs}")
         sums, step = _train_epoch(model, trunk, bar, optimizer, lr_at, step, recipe)
         model.eval()
@@ -552,7 +603,7 @@ def train_detector(
             **{k: round(result[k], 5) for k in ("map", "map_50", "map_75")},
             "seconds": round(time.perf_counter() - start, 1),
         }
-        files.record(row, model)
+        files.record(row, model, optimizer, step, loader.generator)
         print(
             f"epoch {epoch}/{recipe.epochs}: loss {row['loss']:.4f} (cls {row['loss_cls']:.4f}, box {row['loss_box']:.4f})  "
             f"val {val_name} map {row['map']:.4f}  map_50 {row['map_50']:.4f}  [{row['seconds']:.0f}s]",
