@@ -523,6 +523,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(exc: BaseException) -> str | None:
+    """An allocation failure (numpy's MemoryError, PyTorch's "can't allocate memory") as one
+    sentence saying what to do; None for any other error."""
+    text = str(exc)
+    if not isinstance(exc, MemoryError) and "can't allocate memory" not in text:
+        return None
+    import re
+
+    wanted = re.search(r"allocate (\d+) bytes", text)
+    size = f" ({int(wanted[1]) / 2**30:.1f} GiB for one tensor)" if wanted else ""
+    return (
+        f"out of memory{size}: use a smaller --resolution or --batch-size "
+        "(the net is fully convolutional: any input size from 32 px works)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -544,11 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = one_line
     try:
         return int(args.run(args) or 0)
-    except (ValueError, OSError, RuntimeError, FloatingPointError, TypeError, KeyError) as exc:
+    except (ValueError, OSError, RuntimeError, FloatingPointError, TypeError, KeyError, MemoryError) as exc:
         if debug:
             raise
         # Library errors are written for people; show them without a traceback (--debug shows it).
-        print(f"mobilenet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mobilenet {args.command}: error: {_out_of_memory(exc) or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
