@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checkpoint import CONFIG_KEY, atomic_write
+from ..checkpoint import CONFIG_KEY, WeightsFileError, atomic_write, config_from_metadata
 from ..extras import require
 from ..model import MobileNetV1
 from ..spec import MobileNetConfig
+from .common import check_outputs
 
 __all__ = ["ExecuTorchModel", "export_pte", "pte_config", "run_pte"]
 
@@ -191,7 +192,7 @@ def pte_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
     if CONFIG_KEY not in program.method_names:
         return None
     (value,) = program.load_method(CONFIG_KEY).execute([])
-    return MobileNetConfig.from_dict(json.loads(value))
+    return config_from_metadata(value, path)
 
 
 class ExecuTorchModel:
@@ -208,7 +209,9 @@ class ExecuTorchModel:
             raise FileNotFoundError(f"ExecuTorch file {str(self.path)!r} does not exist")
         config = pte_config(self.path)
         if config is None:
-            raise ValueError(f"{self.path}: a .pte without mobilenet_config; export it with `mobilenet export --format pte`")
+            raise WeightsFileError(
+                f"{self.path}: a .pte without mobilenet_config; export it with `mobilenet export --format pte`"
+            )
         self.config = config
         self.threads = threads
         if threads:
@@ -216,7 +219,10 @@ class ExecuTorchModel:
             from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
             _unsafe_reset_threadpool(threads)
-        self._method = _runtime().load_program(self.path).load_method("forward")
+        program = _runtime().load_program(self.path)
+        sizes = tuple(program.metadata("forward").output_tensor_meta(0).sizes())
+        check_outputs(config, int(sizes[-1]) if sizes else None, self.path)
+        self._method = program.load_method("forward")
 
     def eval(self) -> ExecuTorchModel:
         return self
