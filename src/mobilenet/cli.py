@@ -184,11 +184,12 @@ def _predict(args: argparse.Namespace) -> None:
     from .commands import predict
 
     results = predict(args.images, args.weights, topk=args.topk, crop=args.crop, preprocess=args.preprocess, runtime=args.runtime)
-    if args.json:
-        _print_json(list(results))
-        return
     skipped = 0
     for r in results:  # printed as each batch finishes, not after the last image
+        if args.json:  # JSON Lines: one object per image, {image, error} for an unreadable one
+            print(json.dumps(r), flush=True)
+            skipped += "error" in r
+            continue
         if "error" in r:  # already warned about
             skipped += 1
             continue
@@ -406,8 +407,8 @@ _PREPROCESS_HELP = (
 )
 
 
-def _inference_flags() -> list[Flag]:
-    """The flags ``eval`` and ``predict`` share: the runtime and the preprocessing."""
+def _inference_flags(json_help: str | None = None) -> list[Flag]:
+    """The flags ``eval`` and ``predict`` share: the runtime, the preprocessing and ``--json``."""
     from .deploy import RUNTIMES
     from .spec import PREPROCESSES
 
@@ -423,7 +424,7 @@ def _inference_flags() -> list[Flag]:
             },
         ),
         (("--preprocess",), {"choices": PREPROCESSES, "help": _PREPROCESS_HELP}),
-        _JSON,
+        (_JSON[0], {**_JSON[1], "help": json_help}) if json_help else _JSON,
     ]
 
 
@@ -465,7 +466,7 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
             (("--weights",), {"required": True, "nargs": "+", "help": weights}),
             (("--topk",), {"type": _int_at_least(1, "how many labels to show per image"), "default": 5}),
             (("--crop",), {"type": float, "help": "central crop fraction (default: the weights'; 1.0 = the whole image)"}),
-            *_inference_flags(),
+            *_inference_flags(json_help="JSON Lines: one object per image ({image, predictions: [{index, label, probability}]}, or {image, error}), printed as each batch finishes"),
         ], _predict),
         "export": ("export to ONNX, TorchScript, PT2, TF Lite or ExecuTorch (fp32 or int8), checked against PyTorch", [
             random_weights,
