@@ -1,8 +1,11 @@
 """What our Predictor costs over the runtime's own call: `optimize(model, backend)(x)` against
 `Predictor.raw_call(x)` (ONNX Runtime's session.run, OpenVINO's infer on a prepared array).
 
-Calls alternate one by one (ours, raw, ours, raw, ...), so a change in the machine's load hits
-both; the ratio is the median of ours over the median of raw, per backend.
+Calls alternate one by one, in an order that flips every round (ours, raw, raw again; then raw
+again, raw, ours), so a change in the machine's load, and whatever the previous call leaves behind
+(caches, the runtime's spinning threads), hits all of them alike. The ratio is the median of ours
+over the median of raw, per backend; "raw again" (a second raw call on its own prepared array) over
+raw is the control: how far from 1.000 the method reads when there is nothing to find.
 
     python benchmarks/wrapper_overhead.py [--calls 400] [--width 1.0] [--resolution 224] [--threads 2]
 """
@@ -33,8 +36,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     print(f"cpu: {cpu_description()}; torch {torch.__version__}; {time.strftime('%Y-%m-%d')}")
     print(f"α={args.width:g}, {args.resolution} px, batch 1, {args.threads} threads, {args.calls} alternating calls each")
-    print("| backend | ours median ms | raw median ms | ours / raw |")
-    print("|---|---|---|---|")
+    print("| backend | ours median ms | raw median ms | ours / raw | control: raw again / raw |")
+    print("|---|---|---|---|---|")
     torch.manual_seed(0)
     model = mobilenet_v1(width_mult=args.width, resolution=args.resolution, activation="relu6", padding="tf")
     model = settle_batchnorm(model, args.resolution).eval()
@@ -42,25 +45,26 @@ def main() -> None:
     calibration = [torch.rand(8, 3, args.resolution, args.resolution) * 2 - 1 for _ in range(2)]
     for backend in args.backends:
         if backend_available(backend) is not None:
-            print(f"| {backend} | not installed | | |")
+            print(f"| {backend} | not installed | | | |")
             continue
         with tempfile.TemporaryDirectory() as tmp:
             predictor = optimize(model, backend, threads=args.threads, workdir=tmp, calibration=calibration)
             raw = predictor.raw_call(x)
             assert raw is not None
+            calls = {"ours": lambda p=predictor: p(x), "raw": raw, "again": predictor.raw_call(x)}
             for _ in range(10):
-                predictor(x)
-                raw()
-            ours_s, raw_s = [], []
-            for _ in range(args.calls):
-                start = time.perf_counter()
-                predictor(x)
-                ours_s.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                raw()
-                raw_s.append(time.perf_counter() - start)
-            a, b = statistics.median(ours_s), statistics.median(raw_s)
-            print(f"| {backend} | {a * 1e3:.2f} | {b * 1e3:.2f} | {a / b:.3f} |", flush=True)
+                for call in calls.values():
+                    call()
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            for i in range(args.calls):
+                for name in list(calls) if i % 2 == 0 else list(calls)[::-1]:
+                    start = time.perf_counter()
+                    calls[name]()
+                    times[name].append(time.perf_counter() - start)
+            ours, raw_ms, again = (statistics.median(times[k]) for k in ("ours", "raw", "again"))
+            print(
+                f"| {backend} | {ours * 1e3:.2f} | {raw_ms * 1e3:.2f} | {ours / raw_ms:.3f} | {again / raw_ms:.3f} |", flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -249,6 +249,33 @@ def test_coco128_ap_matches_litert(imported):
     assert ours["seconds"] > 0
 
 
+@needs_coco
+@pytest.mark.slow
+def test_our_int8_detector_scores_as_googles_own_file(imported, tmp_path, capsys):
+    """tflite-int8 of Google's detector, from the ranges the file was trained with: Google's phone
+    interface (uint8 image in, the post-processing op's four float outputs), and on coco128 under
+    each file's own post-processing op, AP within 0.01 of Google's file, both run here in LiteRT."""
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilenet.detection import evaluate_detector
+
+    path = tmp_path / "detect.int8.tflite"
+    code, out, err = _cli(capsys, "export", "--weights", str(DETECT), "--format", "tflite-int8", "-o", str(path))
+    assert code == 0 and "int8 ranges: the TF Lite file's own" in out, err
+    interpreter = Interpreter(model_path=str(path))
+    (inp,) = interpreter.get_input_details()
+    assert list(inp["shape"]) == [1, 300, 300, 3] and inp["dtype"] == np.uint8
+    assert [o["dtype"] for o in interpreter.get_output_details()] == [np.float32] * 4
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "TFLite_Detection_PostProcess"} <= ops
+    weights = [d for d in interpreter.get_tensor_details() if d["name"].endswith(".weight")]
+    assert weights and all(d["dtype"] == np.int8 for d in weights)
+    ours = evaluate_detector(path, COCO_JSON, runtime="litert", postprocess="tflite")
+    google = evaluate_detector(DETECT, COCO_JSON, runtime="litert", postprocess="tflite")
+    assert abs(ours["map"] - google["map"]) <= 0.01, (ours["map"], google["map"])
+
+
 # ---------------------------------------------------------------------------------------------
 # The CLI and bad input
 

@@ -320,7 +320,9 @@ def _detector_cost(args: argparse.Namespace, given: dict[str, Any]) -> Any:
 
 def _folder_or_json(text: str) -> str:
     """An argparse type: an existing folder, or an annotation .json file (box data for detectors)."""
-    if Path(text).suffix.lower() == ".json":
+    from .detection.data import is_annotation_file
+
+    if is_annotation_file(text):
         if not Path(text).exists():
             raise argparse.ArgumentTypeError(f"annotation file {text!r} does not exist")
         return text

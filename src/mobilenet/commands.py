@@ -79,7 +79,7 @@ def export_model(
 
         # The detector's writer decides its own name; the input is never its output either way.
         refuse_overwriting_inputs(output or Path(files[0]).stem + DEFAULT_SUFFIX["tflite"], files, default=not output)
-        path, summary = export_detector(files[0], output, format)
+        path, summary = export_detector(files[0], output, format, calibration=calibration, calibration_images=calibration_images)
         return ExportResult(path, format, summary=summary)
     out = None
     if output:  # checked before any work: the format decides the file kind, the suffix must agree

@@ -72,6 +72,96 @@ def _names_for_outputs(config: Any, outputs: int) -> list[str]:
     return [f"class {i}" for i in range(outputs)]
 
 
+class _Batches:
+    """The images read and not yet run (a tensor, or the error that kept one from being read), and
+    the forward pass that turns them into results: a batch of up to ``per_call`` at a time."""
+
+    def __init__(self, model: Any, config: Any, topk: int, threads: int | None) -> None:
+        self.model, self.config, self.topk, self.threads = model, config, topk, threads
+        self.names: list[str] | None = None
+        self.pending: list[tuple[str, Tensor | Exception]] = []
+
+    def ready(self) -> int:
+        """How many read images wait for the model."""
+        return sum(isinstance(x, Tensor) for _, x in self.pending)
+
+    def _probabilities(self) -> Tensor:
+        """The softmax of the waiting images' outputs (none: an empty tensor); NaN outputs are refused."""
+        tensors = [x for _, x in self.pending if isinstance(x, Tensor)]
+        if not tensors:
+            return torch.empty(0)
+        before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                logits = self.model(torch.stack(tensors)).float()
+        finally:
+            torch.set_num_threads(before)  # the caller's setting, between batches too
+        if not torch.isfinite(logits).all():
+            first = next(p for p, x in self.pending if isinstance(x, Tensor))
+            raise ValueError(
+                f"the model's outputs for {first} are NaN or infinite: these weights produce NaN (a training run "
+                "that diverged, or a damaged file); there is nothing to predict with. Use other weights"
+            )
+        return logits.softmax(1)
+
+    def run(self) -> Iterator[dict[str, Any]]:
+        """The waiting images' results, in order (an ``error`` entry for each unreadable one)."""
+        probs = self._probabilities()
+        if len(probs) and self.names is None:
+            self.names = _names_for_outputs(self.config, probs.shape[1])
+        row = 0
+        for path, x in self.pending:
+            if not isinstance(x, Tensor):
+                yield {"image": path, "error": str(x)}
+                continue
+            top = probs[row].topk(min(self.topk, probs.shape[1]))
+            row += 1
+            yield {
+                "image": path,
+                "predictions": [
+                    {"index": int(i), "label": self.names[int(i)], "probability": float(p)}  # type: ignore[index]
+                    for p, i in zip(top.values, top.indices)
+                ],
+            }
+        self.pending.clear()
+
+
+def _stream(
+    images: Iterable[str | os.PathLike[str]], transform: Any, per_call: int, batches: _Batches
+) -> Iterator[dict[str, Any]]:
+    """Reads the images one at a time and runs them ``per_call`` at a time, yielding as it goes."""
+    # Failures before the first success are held back: when nothing can be read, the error says
+    # so once instead of a warning and an error about the same file.
+    held: list[tuple[str, Exception]] = []
+    read = 0
+    for image in images:
+        path = str(as_path(image, "image"))
+        try:
+            batches.pending.append((path, transform_image(path, transform)))
+            read += 1
+        except (OSError, ValueError) as exc:
+            batches.pending.append((path, exc))
+            if read:
+                warnings.warn(f"skipping {exc}", stacklevel=2)
+            else:
+                held.append((path, exc))
+        if read and held:
+            for _, exc in held:
+                warnings.warn(f"skipping {exc}", stacklevel=2)
+            held.clear()
+        if batches.ready() >= per_call:
+            yield from batches.run()
+    if not read:
+        if len(held) == 1:
+            raise held[0][1]
+        if held:
+            raise ValueError(f"none of the {len(held)} images could be read; the first: {held[0][1]}")
+        raise ValueError("no images given")
+    yield from batches.run()
+
+
 def iter_predictions(
     model: nn.Module,
     images: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
@@ -114,80 +204,8 @@ def iter_predictions(
         threads = predict_threads(model)
     elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r} must be an integer >= 1")
-    names: list[str] | None = None
-    pending: list[tuple[str, Tensor | Exception]] = []
-    # Failures before the first success are held back: when nothing can be read, the error says
-    # so once instead of a warning and an error about the same file.
-    held: list[tuple[str, Exception]] = []
-    read = 0
-
-    def run() -> Iterator[dict[str, Any]]:
-        nonlocal names
-        tensors = [x for _, x in pending if isinstance(x, Tensor)]
-        probs = torch.empty(0)
-        if tensors:
-            before = torch.get_num_threads()
-            if threads is not None:
-                torch.set_num_threads(threads)
-            try:
-                with torch.inference_mode():
-                    logits = model(torch.stack(tensors)).float()
-            finally:
-                torch.set_num_threads(before)  # the caller's setting, between batches too
-            if not torch.isfinite(logits).all():
-                first = next(p for p, x in pending if isinstance(x, Tensor))
-                raise ValueError(
-                    f"the model's outputs for {first} are NaN or infinite: these weights produce NaN (a training run "
-                    "that diverged, or a damaged file); there is nothing to predict with. Use other weights"
-                )
-            probs = logits.softmax(1)
-            if names is None:
-                names = _names_for_outputs(config, probs.shape[1])
-        row = 0
-        for path, x in pending:
-            if not isinstance(x, Tensor):
-                yield {"image": path, "error": str(x)}
-                continue
-            top = probs[row].topk(min(topk, probs.shape[1]))
-            row += 1
-            yield {
-                "image": path,
-                "predictions": [
-                    {"index": int(i), "label": names[int(i)], "probability": float(p)}  # type: ignore[index]
-                    for p, i in zip(top.values, top.indices)
-                ],
-            }
-        pending.clear()
-
-    def stream() -> Iterator[dict[str, Any]]:
-        nonlocal read
-        for image in images:
-            path = str(as_path(image, "image"))
-            try:
-                pending.append((path, transform_image(path, transform)))
-                read += 1
-            except (OSError, ValueError) as exc:
-                pending.append((path, exc))
-                if read:
-                    warnings.warn(f"skipping {exc}", stacklevel=2)
-                else:
-                    held.append((path, exc))
-            if read and held:
-                for _, exc in held:
-                    warnings.warn(f"skipping {exc}", stacklevel=2)
-                held.clear()
-            if sum(isinstance(x, Tensor) for _, x in pending) >= per_call:
-                yield from run()
-        if not read:
-            if len(held) == 1:
-                raise held[0][1]
-            if held:
-                raise ValueError(f"none of the {len(held)} images could be read; the first: {held[0][1]}")
-            raise ValueError("no images given")
-        yield from run()
-
     # The arguments above are checked now, at the call; the images are read as the results are taken.
-    return stream()
+    return _stream(images, transform, per_call, _Batches(model, config, topk, threads))
 
 
 def predict(

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .data import DetectionSet, is_detection_data, load_input, read_detection_data
 from .model import SSDMobileNetV1
-from .runtime import LiteRTDetector, TorchDetector, open_detector
+from .runtime import LiteRTDetector, RawOutputDetector, TorchDetector, open_detector
 from .weights import is_detector, load_detector, save_detector
 
 __all__ = [
@@ -68,7 +68,7 @@ def is_detection_task(weights: Any, data: PathLike | None = None) -> bool:
 
 
 def _runner(model: Any, runtime: str = "torch") -> Any:
-    if isinstance(model, (TorchDetector, LiteRTDetector)):
+    if isinstance(model, (TorchDetector, RawOutputDetector)):
         return model
     if isinstance(model, SSDMobileNetV1):
         return TorchDetector(model)
@@ -199,6 +199,52 @@ def _category_map(names: list[str], data: DetectionSet, class_agnostic: bool) ->
     return mapping
 
 
+def _coco_detections(
+    runner: Any,
+    dataset: DetectionSet,
+    count: int,
+    batch_size: int,
+    postprocess: str,
+    mapping: dict[int, int],
+    inputs: Sequence[Tensor] | None,
+) -> list[dict[str, Any]]:
+    """The detector's boxes on the first ``count`` images, in batches, as COCO results (pixel
+    [x, y, w, h], the data's category ids); detections of classes the data lacks are dropped."""
+    found: list[dict[str, Any]] = []
+    for first in range(0, count, batch_size):
+        infos = dataset.coco["images"][first : min(first + batch_size, count)]
+        if inputs is not None:
+            batch = torch.stack(list(inputs[first : first + len(infos)]))
+        else:
+            batch = torch.stack(
+                [
+                    load_input(f, runner.config.resolution, runner.config.interpolation)[0]
+                    for f in dataset.files[first : first + len(infos)]
+                ]
+            )
+        for info, det in zip(infos, _run(runner, batch, postprocess)):
+            det = _to_pixels(det, float(info["width"]), float(info["height"]))
+            xywh = det["boxes"].clone()
+            xywh[:, 2:] -= xywh[:, :2]
+            for box, score, label in zip(xywh.tolist(), det["scores"].tolist(), det["labels"].tolist()):
+                if int(label) in mapping:
+                    found.append({"image_id": info["id"], "category_id": mapping[int(label)], "bbox": box, "score": score})
+    return found
+
+
+def _first_images(dataset: DetectionSet, count: int) -> dict[str, Any]:
+    """The ground truth of the first ``count`` images only (``limit``), so AP is not charged for the rest."""
+    coco = dataset.coco
+    if count >= len(dataset):
+        return coco
+    ids = {im["id"] for im in coco["images"][:count]}
+    return {
+        **coco,
+        "images": coco["images"][:count],
+        "annotations": [a for a in coco["annotations"] if a["image_id"] in ids],
+    }
+
+
 def evaluate_detector(
     weights: Any,
     data: PathLike | DetectionSet,
@@ -239,34 +285,9 @@ def evaluate_detector(
     mapping = _category_map(runner.config.names, dataset, class_agnostic)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     start = time.perf_counter()
-    found: list[dict[str, Any]] = []
-    for first in range(0, count, batch_size):
-        infos = dataset.coco["images"][first : min(first + batch_size, count)]
-        if inputs is not None:
-            batch = torch.stack(list(inputs[first : first + len(infos)]))
-        else:
-            batch = torch.stack(
-                [
-                    load_input(f, runner.config.resolution, runner.config.interpolation)[0]
-                    for f in dataset.files[first : first + len(infos)]
-                ]
-            )
-        for info, det in zip(infos, _run(runner, batch, postprocess)):
-            det = _to_pixels(det, float(info["width"]), float(info["height"]))
-            xywh = det["boxes"].clone()
-            xywh[:, 2:] -= xywh[:, :2]
-            for box, score, label in zip(xywh.tolist(), det["scores"].tolist(), det["labels"].tolist()):
-                if int(label) in mapping:
-                    found.append({"image_id": info["id"], "category_id": mapping[int(label)], "bbox": box, "score": score})
+    found = _coco_detections(runner, dataset, count, batch_size, postprocess, mapping, inputs)
     seconds = time.perf_counter() - start
-    ground_truth = dataset.coco
-    if count < len(dataset):
-        ids = {im["id"] for im in dataset.coco["images"][:count]}
-        ground_truth = {
-            **dataset.coco,
-            "images": dataset.coco["images"][:count],
-            "annotations": [a for a in dataset.coco["annotations"] if a["image_id"] in ids],
-        }
+    ground_truth = _first_images(dataset, count)
     metrics = coco_map(ground_truth, found)
     return {
         "task": "detection",

@@ -8,6 +8,9 @@ outside its image, an empty set) rather than later inside pycocotools.
 
 The detector's input (:func:`load_input`): the whole image squashed to S x S (bilinear, aspect
 ratio not kept, as TF's SSD resizer does), kept as uint8, so LiteRT and PyTorch see the same bytes.
+
+A training run's train and validation sets (:func:`read_splits`): a VOC root's ``train`` and ``val``
+(or ``test``) lists, or a COCO train JSON and the ``val``/``test`` JSON beside it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ from torch import Tensor
 
 from ..data import open_rgb
 
-__all__ = ["DetectionSet", "is_detection_data", "load_input", "read_coco", "read_detection_data", "read_voc"]
+__all__ = [
+    "DetectionSet",
+    "is_annotation_file",
+    "is_detection_data",
+    "load_input",
+    "read_coco",
+    "read_detection_data",
+    "read_splits",
+    "read_voc",
+]
 
 #: Boxes may overshoot their image by this many pixels (annotation tools round); more is an error.
 BOX_TOLERANCE = 1.0
@@ -70,12 +82,17 @@ def load_input(path: str | os.PathLike[str], size: int, interpolation: str = "bi
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1), img.size
 
 
+def is_annotation_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named as a COCO annotation file (``.json``); it need not exist."""
+    return Path(path).suffix.lower() == ".json"
+
+
 def is_detection_data(data: str | os.PathLike[str] | None) -> bool:
     """Whether ``data`` names box data: a .json file, or a folder in Pascal VOC's layout."""
     if data is None:
         return False
     path = Path(data)
-    if path.suffix.lower() == ".json":
+    if is_annotation_file(path):
         return True
     return path.is_dir() and (path / "Annotations").is_dir() and (path / "JPEGImages").is_dir()
 
@@ -259,6 +276,16 @@ def read_voc(root: str | os.PathLike[str], split: str | None = None) -> Detectio
     return DetectionSet({"images": images, "annotations": annotations, "categories": categories}, files, str(root))
 
 
+def training_photos(data: str | os.PathLike[str]) -> list[Path]:
+    """The photos a detector trains on in box data: a Pascal VOC root's ``train`` split (without
+    one, the split :func:`read_voc` picks), or every photo of a COCO instances JSON."""
+    path = Path(data)
+    if path.is_dir() and is_detection_data(path):
+        has_train = (path / "ImageSets" / "Main" / "train.txt").is_file()
+        return read_voc(path, "train" if has_train else None).files
+    return read_detection_data(path).files
+
+
 def read_detection_data(data: str | os.PathLike[str], images: str | os.PathLike[str] | None = None) -> DetectionSet:
     """A COCO instances JSON (with its image folder) or a Pascal VOC root, by what ``data`` is."""
     path = Path(data)
@@ -274,3 +301,62 @@ def read_detection_data(data: str | os.PathLike[str], images: str | os.PathLike[
         f"--data {str(path)!r} is not box data: pass a COCO instances JSON (annotations/instances_<split>.json) "
         "or a Pascal VOC root (JPEGImages/, Annotations/, ImageSets/Main/<split>.txt)"
     )
+
+
+def _voc_splits(root: Path) -> tuple[str, str]:
+    sets = root / "ImageSets" / "Main"
+    if not (sets / "train.txt").is_file():
+        have = sorted(p.stem for p in sets.glob("*.txt")) if sets.is_dir() else []
+        raise FileNotFoundError(
+            f"{root}: no training split {sets / 'train.txt'} (found: {', '.join(have) or 'no split files'}); "
+            "list the training photos' names there, one a line"
+        )
+    val = next((s for s in ("val", "test") if (sets / f"{s}.txt").is_file()), None)
+    if val is None:
+        raise FileNotFoundError(
+            f"{root}: no validation split: write {sets / 'val.txt'} (or test.txt) listing the photos to validate on"
+        )
+    return "train", val
+
+
+def _coco_val(path: Path) -> Path:
+    for word in ("val", "test"):
+        if "train" in path.name:
+            candidate = path.with_name(path.name.replace("train", word))
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(
+        f"{path}: no validation JSON beside it; write one named like it with 'train' replaced by 'val' "
+        "(e.g. instances_train.json -> instances_val.json), or pass a Pascal VOC root with a val split"
+    )
+
+
+def read_splits(data: str | os.PathLike[str]) -> tuple[DetectionSet, DetectionSet, str]:
+    """(train set, validation set, the validation split's name) of a VOC root or a COCO train JSON."""
+    path = Path(data)
+    if path.suffix.lower() == ".json" or path.is_file():
+        val_path = _coco_val(path)
+        train, val, val_name = read_coco(path), read_coco(val_path), val_path.name
+        # COCO crowd boxes mark regions to ignore in the metric; as training targets they would be wrong.
+        train.coco["annotations"] = [a for a in train.coco["annotations"] if not a.get("iscrowd")]
+    else:
+        if not path.exists():
+            raise FileNotFoundError(f"data {str(path)!r} does not exist")
+        if not ((path / "Annotations").is_dir() and (path / "JPEGImages").is_dir()):
+            raise ValueError(
+                f"--data {str(path)!r} is not box data: a detector trains on a Pascal VOC root "
+                "(JPEGImages/, Annotations/, ImageSets/Main/train.txt) or a COCO instances JSON"
+            )
+        train_split, val_name = _voc_splits(path)
+        train, val = read_voc(path, train_split), read_voc(path, val_name)
+        train.coco["annotations"] = [a for a in train.coco["annotations"] if not a.get("iscrowd")]  # VOC 'difficult'
+    train_names = {n.strip().lower() for n in train.categories.values()}
+    extra = sorted(n for n in val.categories.values() if n.strip().lower() not in train_names)
+    if extra:
+        raise ValueError(
+            f"{val.source}: validation class(es) {', '.join(map(repr, extra))} have no training boxes in {train.source}; "
+            "add training boxes of them or drop them from the validation set"
+        )
+    if not train.coco["annotations"]:
+        raise ValueError(f"{train.source}: the training split holds no boxes: nothing to learn")
+    return train, val, val_name

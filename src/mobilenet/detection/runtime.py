@@ -1,11 +1,13 @@
-"""Running a detector: ours in PyTorch, or a TF Lite SSD file in LiteRT, behind one interface.
+"""Running a detector: ours in PyTorch, a TF Lite SSD file in LiteRT, an exported ``.onnx`` in ONNX
+Runtime or a ``.pte`` in ExecuTorch, behind one interface.
 
-Both take uint8 images (N, 3, S, S), the bytes :func:`mobilenet.detection.data.load_input` makes,
+All take uint8 images (N, 3, S, S), the bytes :func:`mobilenet.detection.data.load_input` makes,
 so that a comparison between them starts from identical inputs. ``raw`` gives the outputs before
 post-processing (box codes and class logits); ``detections`` gives torchvision-style dicts with
-normalized [x0, y0, x1, y1] boxes. LiteRT's raw outputs are the inputs of the file's
-``TFLite_Detection_PostProcess`` op (the logits: the input of the sigmoid before it), read with
-``experimental_preserve_all_tensors``; ``own=True`` returns the op's own detections instead.
+normalized [x0, y0, x1, y1] boxes, decoded and NMS'd by the same code for every runtime. LiteRT's
+raw outputs are the inputs of the file's ``TFLite_Detection_PostProcess`` op (the logits: the input
+of the sigmoid before it), read with ``experimental_preserve_all_tensors``; ``own=True`` returns the
+op's own detections instead. ONNX and ExecuTorch files end at the raw outputs.
 """
 
 from __future__ import annotations
@@ -19,11 +21,91 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .anchors import ssd_anchors
 from .boxes import decode_boxes, postprocess
 from .model import SSDMobileNetV1, postprocess_config
 from .spec import DetectorConfig, PostProcessConfig
 
-__all__ = ["LiteRTDetector", "TorchDetector", "open_detector"]
+__all__ = ["ExecuTorchDetector", "LiteRTDetector", "OnnxDetector", "TorchDetector", "open_detector"]
+
+
+class RawOutputDetector:
+    """A runtime that gives raw outputs (``raw``); decoding and post-processing are ours."""
+
+    config: DetectorConfig
+    anchors: Tensor
+
+    def raw(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def scale(self, images: Tensor) -> Tensor:
+        return ((images.float() - self.config.mean) / self.config.std).contiguous()
+
+    def detections(self, images: Tensor, pp: str | PostProcessConfig | None = None) -> list[dict[str, Tensor]]:
+        config = postprocess_config(pp, self.config)
+        codes, logits = self.raw(images)
+        boxes = decode_boxes(codes, self.anchors, self.config.box_scales)
+        return [postprocess(b, torch.sigmoid(s), config) for b, s in zip(boxes, logits)]
+
+
+def _exported_config(path: Path, text: str | None) -> DetectorConfig:
+    import json
+
+    from ..checkpoint import WeightsFileError
+
+    if text is None:
+        raise WeightsFileError(f"{path} carries no detector config; export detectors with `mobilenet export`")
+    try:
+        return DetectorConfig.from_dict(json.loads(text))
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+        raise WeightsFileError(f"{path}: its detector config is unreadable ({exc})") from None
+
+
+class OnnxDetector(RawOutputDetector):
+    """An ``.onnx`` detector of ours (``mobilenet export --format onnx``) in ONNX Runtime."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        from ..checkpoint import DETECTOR_CONFIG_KEY
+        from ..extras import require
+
+        require("onnxruntime", "onnx", purpose="running an ONNX detector")
+        import onnx
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        meta = {p.key: p.value for p in onnx.load(str(self.path), load_external_data=False).metadata_props}
+        self.config = _exported_config(self.path, meta.get(DETECTOR_CONFIG_KEY))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+        self.anchors = ssd_anchors(self.config.anchors, self.config.feature_sizes())
+
+    def raw(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        codes, logits = self.session.run(None, {self._input: self.scale(images).numpy()})
+        return torch.from_numpy(codes), torch.from_numpy(logits)
+
+
+class ExecuTorchDetector(RawOutputDetector):
+    """A ``.pte`` detector of ours (``mobilenet export --format pte``) in ExecuTorch, one image per call."""
+
+    backend = "executorch"
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        from ..checkpoint import DETECTOR_CONFIG_KEY
+        from ..runtimes.executorch import load_pte_method, pte_constant
+
+        self.path = Path(path)
+        self.config = _exported_config(self.path, pte_constant(self.path, DETECTOR_CONFIG_KEY))
+        self._method = load_pte_method(self.path, threads=threads)
+        self.anchors = ssd_anchors(self.config.anchors, self.config.feature_sizes())
+
+    def raw(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        outs = [self._method.execute([image]) for image in self.scale(images).split(1)]
+        return torch.cat([o[0] for o in outs]).float(), torch.cat([o[1] for o in outs]).float()
 
 
 class TorchDetector:
@@ -51,7 +133,7 @@ class TorchDetector:
         return self.model.predict(self.scale(images), pp)
 
 
-class LiteRTDetector:
+class LiteRTDetector(RawOutputDetector):
     """A TF Lite SSD file (Google's detect.tflite) in LiteRT, one image per invoke."""
 
     backend = "litert"
@@ -59,7 +141,6 @@ class LiteRTDetector:
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
         from ..extras import require
         from ..weights.tflite import DETECTION_POSTPROCESS, read_tflite
-        from .anchors import ssd_anchors
         from .tflite_import import load_detector_tflite, sigmoid_input
 
         require("ai_edge_litert", purpose="running a TF Lite detector")
@@ -127,22 +208,27 @@ class LiteRTDetector:
     def detections(
         self, images: Tensor, pp: str | PostProcessConfig | None = None, *, own: bool = False
     ) -> list[dict[str, Tensor]]:
-        if own:
-            return self.own(images)
-        config = postprocess_config(pp, self.config)
-        codes, logits = self.raw(images)
-        boxes = decode_boxes(codes, self.anchors, self.config.box_scales)
-        return [postprocess(b, torch.sigmoid(s), config) for b, s in zip(boxes, logits)]
+        return self.own(images) if own else super().detections(images, pp)
+
+
+#: The runners of exported detectors by file format; our weights and TF Lite files also load into PyTorch.
+_EXPORTED = {"onnx": OnnxDetector, "pte": ExecuTorchDetector}
 
 
 def open_detector(weights: Any, runtime: str = "torch", *, postprocess: str | None = None, threads: int | None = None) -> Any:
     """A detector to run: ``runtime="torch"`` loads weights into our model (a .tflite is imported);
-    ``"litert"`` runs a .tflite file itself in LiteRT."""
+    ``"litert"`` runs a TF Lite file itself in LiteRT. An exported ``.onnx`` or ``.pte`` runs in
+    its own runtime (ONNX Runtime, ExecuTorch) whatever ``runtime`` says."""
+    from ..formats import check_model_file, format_of
+
+    paths = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
+    kind = format_of(paths[0]) if len(paths) == 1 else None
+    if kind is not None and kind.name in _EXPORTED:
+        check_model_file(paths[0])
+        return _EXPORTED[kind.name](paths[0], threads=threads)
     if runtime == "litert":
-        paths = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
-        if len(paths) != 1 or Path(paths[0]).suffix.lower() != ".tflite":
-            raise ValueError(f"--runtime litert runs one .tflite detector; got {' '.join(map(str, paths))}")
-        from ..weights.loader import check_model_file
+        if kind is None or kind.name != "tflite":
+            raise ValueError(f"--runtime litert runs one TF Lite detector file; got {' '.join(map(str, paths))}")
         from .tflite_import import is_tflite_detector
 
         check_model_file(paths[0])

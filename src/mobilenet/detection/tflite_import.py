@@ -119,10 +119,9 @@ def _conv_state(prefix: str, conv: Any, eps: float, *, bn: bool = True) -> dict[
     }
 
 
-def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], DetectorConfig]:
-    """A TF Lite SSD MobileNet v1 → (state dict of :class:`SSDMobileNetV1`, its config)."""
-    path = Path(path)
-    graph = read_tflite(path)
+def _postprocess_op(path: Path, graph: Any) -> tuple[list[int], dict[str, Any]]:
+    """The inputs of the file's ``TFLite_Detection_PostProcess`` op and its options; a file
+    without one is a classifier (or something else), refused with a sentence saying so."""
     posts = [op for op in graph.custom_ops if op[0] == DETECTION_POSTPROCESS]
     if not posts:
         raise WeightsFileError(
@@ -133,6 +132,27 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
         options = postprocess_options(posts[0][2])
     except ValueError as exc:
         raise WeightsFileError(f"{path}: {exc}") from None
+    return posts[0][1], options
+
+
+def _own_postprocess(options: dict[str, Any]) -> PostProcessConfig:
+    """The file's own post-processing, from its op's options (TF's defaults where one is missing)."""
+    regular = bool(options.get("use_regular_nms", False))
+    max_det = int(options.get("max_detections", 10))
+    return PostProcessConfig(
+        "tflite",
+        class_agnostic=not regular,
+        iou_threshold=float(options.get("nms_iou_threshold", 0.6)),
+        score_threshold=float(options.get("nms_score_threshold", 0.0)),
+        max_detections=max_det,
+        max_per_class=int(options.get("detections_per_class", 100)) if regular else max_det,
+        clip=False,
+    )
+
+
+def _read_config(path: Path, graph: Any, options: dict[str, Any]) -> DetectorConfig:
+    """The detector's config, read from the file: width from conv13's depth, activation from the
+    backbone's, preprocessing from the input's quantization, classes and box scales from the op."""
     convs = graph.convs
     if len(convs) < _BACKBONE_CONVS + 8 + 12:
         raise WeightsFileError(f"{path}: {len(convs)} convolutions; SSD MobileNet v1 has 47 (27 backbone, 8 extra, 12 heads)")
@@ -149,21 +169,10 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
     scales = tuple(
         float(options.get(k, d)) for k, d in (("y_scale", 10.0), ("x_scale", 10.0), ("h_scale", 5.0), ("w_scale", 5.0))
     )
-    regular = bool(options.get("use_regular_nms", False))
-    max_det = int(options.get("max_detections", 10))
-    own_pp = PostProcessConfig(
-        "tflite",
-        class_agnostic=not regular,
-        iou_threshold=float(options.get("nms_iou_threshold", 0.6)),
-        score_threshold=float(options.get("nms_score_threshold", 0.0)),
-        max_detections=max_det,
-        max_per_class=int(options.get("detections_per_class", 100)) if regular else max_det,
-        clip=False,
-    )
     head_convs = convs[_BACKBONE_CONVS + 8 :]
     resolution = int(graph.input_shape[1]) if graph.input_shape and len(graph.input_shape) == 4 else 300
     try:
-        config = DetectorConfig(
+        return DetectorConfig(
             width_mult=width_mult,
             num_classes=num_classes,
             resolution=resolution,
@@ -171,7 +180,7 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
             padding="tf" if convs[0].padding == "tf" else "symmetric",
             head_kernel=int(head_convs[0].weight.shape[1]),
             box_scales=scales,  # type: ignore[arg-type]
-            postprocess=own_pp,
+            postprocess=_own_postprocess(options),
             labels="coco" if num_classes == len(COCO_NAMES) else None,
             mean=mean,
             std=std,
@@ -179,10 +188,11 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
     except ValueError as exc:
         raise WeightsFileError(f"{path}: not an SSD MobileNet v1 of TF's layout ({exc})") from None
 
+
+def _backbone_state(path: Path, convs: list[Any], config: DetectorConfig) -> dict[str, torch.Tensor]:
+    """Table 1 to conv13, matched layer by layer as the classifier importer does."""
     state: dict[str, torch.Tensor] = {}
-    # Backbone: Table 1 to conv13, matched layer by layer as the classifier importer does.
-    layers = build_layers(config.backbone)
-    for layer, conv in zip(layers, convs[:_BACKBONE_CONVS]):
+    for layer, conv in zip(build_layers(config.backbone), convs[:_BACKBONE_CONVS]):
         want_kind = "dw" if layer.kind == "dw" else "conv"
         shape = tuple(conv.weight.shape)
         want = (
@@ -193,31 +203,43 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
         if conv.kind != want_kind or shape != want or conv.stride != layer.stride:
             raise WeightsFileError(
                 f"{path}: backbone layer {layer.name} has weight {shape} stride {conv.stride}; "
-                f"MobileNet v1 α={width_mult:g} needs {want} stride {layer.stride}"
+                f"MobileNet v1 α={config.width_mult:g} needs {want} stride {layer.stride}"
             )
         state.update(_conv_state("backbone." + layer.module.rsplit(".", 1)[0], conv, config.bn_eps))
-    # Extra blocks: (1x1, 3x3 stride 2) x 4.
-    in_ch = layers[-1].out_channels
-    for i, (mid, out) in enumerate(extra_depths(width_mult)):
+    return state
+
+
+def _extras_state(path: Path, convs: list[Any], config: DetectorConfig) -> dict[str, torch.Tensor]:
+    """The extra blocks after the backbone: (1x1, 3x3 stride 2) x 4."""
+    state: dict[str, torch.Tensor] = {}
+    in_ch = build_layers(config.backbone)[-1].out_channels
+    for i, (mid, out) in enumerate(extra_depths(config.width_mult)):
         a, b = convs[_BACKBONE_CONVS + 2 * i], convs[_BACKBONE_CONVS + 2 * i + 1]
         if a.weight.shape != (mid, 1, 1, in_ch) or b.weight.shape != (out, 3, 3, mid) or b.stride != 2:
             raise WeightsFileError(
                 f"{path}: extra block {i + 1} has weights {a.weight.shape}, {b.weight.shape} (stride {b.stride}); "
-                f"SSD MobileNet v1 α={width_mult:g} needs {(mid, 1, 1, in_ch)} then {(out, 3, 3, mid)} stride 2"
+                f"SSD MobileNet v1 α={config.width_mult:g} needs {(mid, 1, 1, in_ch)} then {(out, 3, 3, mid)} stride 2"
             )
         state.update(_conv_state(f"extras.{i}.0", a, config.bn_eps))
         state.update(_conv_state(f"extras.{i}.1", b, config.bn_eps))
         in_ch = out
-    # Heads, by the feature map they read.
+    return state
+
+
+def _heads_state(path: Path, convs: list[Any], config: DetectorConfig) -> dict[str, torch.Tensor]:
+    """The box and class heads, told apart by the feature map they read (the graph's wiring, not
+    its order) and box from class by output width (4 per anchor)."""
+    state: dict[str, torch.Tensor] = {}
+    head_convs = convs[_BACKBONE_CONVS + 8 :]
+    num_classes = config.num_classes
     sources = [convs[i].output_index for i in _SOURCE_CONVS] + [convs[_BACKBONE_CONVS + 2 * i + 1].output_index for i in range(4)]
-    anchors_per = config.anchors.anchors_per_location()
-    for j, (tensor, anchors) in enumerate(zip(sources, anchors_per)):
+    for j, (tensor, anchors) in enumerate(zip(sources, config.anchors.anchors_per_location())):
         pair = [c for c in head_convs if c.input_index == tensor]
         if len(pair) != 2:
             raise WeightsFileError(
                 f"{path}: feature map {j} feeds {len(pair)} head convs; SSD has a box and a class head on each"
             )
-        box = next((c for c in pair if c.weight.shape[0] == anchors * 4 and "Class" not in c.output_name), None)
+        box = next((c for c in pair if c.weight.shape[0] == anchors * 4 and "class" not in c.output_name.lower()), None)
         cls = next((c for c in pair if c is not box), None)
         if box is None or cls is None or cls.weight.shape[0] != anchors * num_classes:
             raise WeightsFileError(
@@ -226,15 +248,74 @@ def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
             )
         state.update(_conv_state(f"box_heads.{j}", box, config.bn_eps, bn=False))
         state.update(_conv_state(f"class_heads.{j}", cls, config.bn_eps, bn=False))
-    # The file's anchors must be our generator's (to the uint8 constant's rounding).
-    anchor_input = posts[0][1][2] if len(posts[0][1]) > 2 else -1
-    if anchor_input >= 0:
-        theirs = _constant(path, anchor_input)
-        sizes = config.feature_sizes()
-        ours = ssd_anchors(AnchorConfig(), sizes).double().numpy()
-        if theirs.shape != ours.shape or np.abs(theirs - ours).max() > 0.01:
-            diff = "shape " + str(theirs.shape) if theirs.shape != ours.shape else f"up to {np.abs(theirs - ours).max():.3g}"
-            raise WeightsFileError(
-                f"{path}: its anchors differ from TF's SSD anchor generator (scales 0.2-0.95, ratios 1, 2, 1/2, 3, 1/3) by {diff}"
-            )
-    return state, config
+    return state
+
+
+def _check_anchors(path: Path, post_inputs: list[int], config: DetectorConfig) -> None:
+    """The file's anchors (the op's third input) must be our generator's, to the uint8 constant's rounding."""
+    anchor_input = post_inputs[2] if len(post_inputs) > 2 else -1
+    if anchor_input < 0:
+        return
+    theirs = _constant(path, anchor_input)
+    ours = ssd_anchors(AnchorConfig(), config.feature_sizes()).double().numpy()
+    if theirs.shape != ours.shape or np.abs(theirs - ours).max() > 0.01:
+        diff = "shape " + str(theirs.shape) if theirs.shape != ours.shape else f"up to {np.abs(theirs - ours).max():.3g}"
+        raise WeightsFileError(
+            f"{path}: its anchors differ from TF's SSD anchor generator (scales 0.2-0.95, ratios 1, 2, 1/2, 3, 1/3) by {diff}"
+        )
+
+
+def load_detector_tflite(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], DetectorConfig]:
+    """A TF Lite SSD MobileNet v1 → (state dict of :class:`SSDMobileNetV1`, its config)."""
+    path = Path(path)
+    graph = read_tflite(path)
+    post_inputs, options = _postprocess_op(path, graph)
+    config = _read_config(path, graph, options)
+    # BN is folded in these files: each is loaded as an exact identity (see _conv_state).
+    state = {
+        **_backbone_state(path, graph.convs, config),
+        **_extras_state(path, graph.convs, config),
+        **_heads_state(path, graph.convs, config),
+    }
+    _check_anchors(path, post_inputs, config)
+    # Our exports carry their config (class names, post-processing): it is the file's own word.
+    return state, _exported_config(path) or config
+
+
+def _exported_config(path: Path) -> DetectorConfig | None:
+    """The config our exporter stored in the file (class names, post-processing), or None (Google's files)."""
+    import json
+
+    from ..checkpoint import DETECTOR_CONFIG_KEY
+    from ..runtimes.litert import tflite_metadata
+
+    text = tflite_metadata(path, DETECTOR_CONFIG_KEY)
+    if text is None:
+        return None
+    try:
+        return DetectorConfig.from_dict(json.loads(text.decode()))
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+        raise WeightsFileError(f"{path}: its {DETECTOR_CONFIG_KEY} metadata is unreadable ({exc})") from None
+
+
+def detector_activation_ranges(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]] | None:
+    """The (low, high) range of each activation a quantized TF Lite SSD stores (Google's detect.tflite
+    holds the ranges it was trained with), keyed as :func:`mobilenet.detection.export.calibrate_detector`
+    keys them; None for a float file. The heads' ranges are the union over each kind of head."""
+    from .export import BOX_RANGE, CLASS_RANGE
+
+    convs = read_tflite(path).convs
+    if len(convs) < _BACKBONE_CONVS + 8 or any(c.output_quant is None for c in convs):
+        return None
+
+    def span(conv: Any) -> tuple[float, float]:
+        scale, zero = conv.output_quant
+        return -zero * scale, (255 - zero) * scale
+
+    backbone = [f"backbone.{layer.module.rsplit('.', 1)[0]}" for layer in build_layers(DetectorConfig().backbone)]
+    extras = [f"extras.{i}.{j}" for i in range(4) for j in range(2)]
+    ranges = {key: span(conv) for key, conv in zip(backbone + extras, convs[: _BACKBONE_CONVS + 8])}
+    for kind, is_box in ((BOX_RANGE, True), (CLASS_RANGE, False)):
+        heads = [span(c) for c in convs[_BACKBONE_CONVS + 8 :] if ("class" not in c.output_name.lower()) == is_box]
+        ranges[kind] = (min(low for low, _ in heads), max(high for _, high in heads))
+    return ranges

@@ -29,6 +29,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import atomic_write
 from ..data import open_rgb
-from .data import DetectionSet, load_input, read_coco, read_voc
+from .data import DetectionSet, load_input, read_splits
 from .model import SSDMobileNetV1
 from .weights import read_detector, save_detector
 
@@ -98,65 +99,6 @@ def _bar(items: Any, show: bool, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _voc_splits(root: Path) -> tuple[str, str]:
-    sets = root / "ImageSets" / "Main"
-    if not (sets / "train.txt").is_file():
-        have = sorted(p.stem for p in sets.glob("*.txt")) if sets.is_dir() else []
-        raise FileNotFoundError(
-            f"{root}: no training split {sets / 'train.txt'} (found: {', '.join(have) or 'no split files'}); "
-            "list the training photos' names there, one a line"
-        )
-    val = next((s for s in ("val", "test") if (sets / f"{s}.txt").is_file()), None)
-    if val is None:
-        raise FileNotFoundError(
-            f"{root}: no validation split: write {sets / 'val.txt'} (or test.txt) listing the photos to validate on"
-        )
-    return "train", val
-
-
-def _coco_val(path: Path) -> Path:
-    for word in ("val", "test"):
-        if "train" in path.name:
-            candidate = path.with_name(path.name.replace("train", word))
-            if candidate.is_file():
-                return candidate
-    raise FileNotFoundError(
-        f"{path}: no validation JSON beside it; write one named like it with 'train' replaced by 'val' "
-        "(e.g. instances_train.json -> instances_val.json), or pass a Pascal VOC root with a val split"
-    )
-
-
-def read_splits(data: PathLike) -> tuple[DetectionSet, DetectionSet, str]:
-    """(train set, validation set, the validation split's name) of a VOC root or a COCO train JSON."""
-    path = Path(data)
-    if path.suffix.lower() == ".json" or path.is_file():
-        val_path = _coco_val(path)
-        train, val, val_name = read_coco(path), read_coco(val_path), val_path.name
-        # COCO crowd boxes mark regions to ignore in the metric; as training targets they would be wrong.
-        train.coco["annotations"] = [a for a in train.coco["annotations"] if not a.get("iscrowd")]
-    else:
-        if not path.exists():
-            raise FileNotFoundError(f"data {str(path)!r} does not exist")
-        if not ((path / "Annotations").is_dir() and (path / "JPEGImages").is_dir()):
-            raise ValueError(
-                f"--data {str(path)!r} is not box data: a detector trains on a Pascal VOC root "
-                "(JPEGImages/, Annotations/, ImageSets/Main/train.txt) or a COCO instances JSON"
-            )
-        train_split, val_name = _voc_splits(path)
-        train, val = read_voc(path, train_split), read_voc(path, val_name)
-        train.coco["annotations"] = [a for a in train.coco["annotations"] if not a.get("iscrowd")]  # VOC 'difficult'
-    train_names = {n.strip().lower() for n in train.categories.values()}
-    extra = sorted(n for n in val.categories.values() if n.strip().lower() not in train_names)
-    if extra:
-        raise ValueError(
-            f"{val.source}: validation class(es) {', '.join(map(repr, extra))} have no training boxes in {train.source}; "
-            "add training boxes of them or drop them from the validation set"
-        )
-    if not train.coco["annotations"]:
-        raise ValueError(f"{train.source}: the training split holds no boxes: nothing to learn")
-    return train, val, val_name
 
 
 class _Photos(torch.utils.data.Dataset):
@@ -346,11 +288,18 @@ def _build(source_state: dict[str, Tensor], source_config: Any, names: list[str]
 # The run
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file; pass a folder for the run's outputs")
-    if any((out / n).exists() for n in ("metrics.jsonl", "last.safetensors", "summary.json")) and not overwrite:
-        raise FileExistsError(f"--out {out} already holds a training run; pass --overwrite to replace it, or another --out")
+    if resume and overwrite:
+        raise ValueError("resume and overwrite contradict each other; pass one")
+    if resume and not (out / "last_state.pt").is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {out / 'last_state.pt'}; run without --resume to start fresh")
+    holds_run = any((out / n).exists() for n in ("metrics.jsonl", "last.safetensors", "summary.json"))
+    if holds_run and not (overwrite or resume):
+        raise FileExistsError(
+            f"--out {out} already holds a training run; pass --resume to continue it, --overwrite to replace it, or another --out"
+        )
 
 
 def _recipe_from(given: dict[str, Any]) -> DetectionRecipe:
@@ -370,25 +319,8 @@ def _recipe_from(given: dict[str, Any]) -> DetectionRecipe:
     return recipe
 
 
-def train_detector(
-    data: PathLike | None = None,
-    weights: Any = None,
-    out: PathLike = "runs/detector",
-    *,
-    overwrite: bool = False,
-    progress: bool = True,
-    limit: int | None = None,
-    **settings: Any,
-) -> dict[str, Any]:
-    """Fine-tunes a detector (Google's detect.tflite, or one of ours) on a VOC root or COCO JSON.
-
-    ``settings`` override :data:`RECIPE` (``epochs``, ``batch_size``, ``lr``, ``loss``, ...);
-    ``limit`` trains on the first ``limit`` training photos only (quick runs and tests). Returns
-    the summary, also written to ``out/summary.json``. Nothing is written to ``out`` before the
-    data, the weights and the settings have all been checked.
-    """
-    from .api import evaluate_detector
-
+def _checked_recipe(data: Any, weights: Any, limit: Any, settings: dict[str, Any]) -> DetectionRecipe:
+    """The run's recipe, once the flags, the data and the weights named and ``limit`` are all sound."""
     unknown = sorted(set(settings) - {f.name for f in fields(DetectionRecipe)})
     if unknown:
         raise ValueError(
@@ -402,47 +334,41 @@ def train_detector(
         raise ValueError("detector training starts from a detector: pass --weights detect.tflite (Google's) or one of ours")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit={limit!r} must be an integer >= 1")
-    out = Path(out)
-    _check_out(out, overwrite)
-    train_set, val_set, val_name = read_splits(data)
-    if limit is not None and limit < len(train_set):
-        train_set = _subset(train_set, limit)
-    source_state, source_config = read_detector(weights)
-    names = ["background", *sorted(train_set.categories.values(), key=str.lower)]
-    print(
-        f"{recipe.describe()}; train: {train_set.source} ({len(train_set)} photos, {len(train_set.coco['annotations'])} boxes), "
-        f"validate on {val_name} ({len(val_set)} photos)",
-        flush=True,
-    )
+    return recipe
 
-    random.seed(recipe.seed)
-    torch.manual_seed(recipe.seed)
-    model, kept_classes = _build(source_state, source_config, names)
-    trunk = _Trunk(model)
-    class_of = {cid: names.index(name) for cid, name in train_set.categories.items()}
-    photos = _Photos(train_set, class_of, model.config.resolution, recipe.augment, progress)
-    if not kept_classes:
-        source = SSDMobileNetV1.from_state_dict(source_state, source_config)
-        with torch.no_grad():
-            for head in model.class_heads:
-                head.weight.normal_(0, 0.03)
-                # A low prior for every new class (RetinaNet's 0.01), so the first steps are not
-                # swamped by the ~1900 background anchors.
-                head.bias.fill_(-math.log(99.0))
-            if recipe.warm_start:
-                rows = _warm_rows(source, trunk, photos, len(names) - 1)
-                print(
-                    f"class head warm start: {', '.join(f'{names[c]} <- {source.config.names[r]}' for c, r in enumerate(rows) if c)}"
-                )
-                for head, old in zip(model.class_heads, source.class_heads):
-                    per = old.out_channels // source.num_classes
-                    w_old = old.weight.view(per, source.num_classes, *old.weight.shape[1:])
-                    b_old = old.bias.view(per, source.num_classes)
-                    w_new = head.weight.view(per, len(names), *head.weight.shape[1:])
-                    b_new = head.bias.view(per, len(names))
-                    for c, r in enumerate(rows):
-                        w_new[:, c] = w_old[:, 0 if c == 0 else r]
-                        b_new[:, c] = b_old[:, 0 if c == 0 else r]
+
+def _start_class_head(
+    model: SSDMobileNetV1, source: SSDMobileNetV1, trunk: nn.Module, photos: _Photos, names: list[str], warm_start: bool
+) -> None:
+    """A new class head's first weights: small random ones with a low prior, or, with ``warm_start``,
+    each class's row copied from the source class its training boxes are most often detected as."""
+    with torch.no_grad():
+        for head in model.class_heads:
+            head.weight.normal_(0, 0.03)
+            # A low prior for every new class (RetinaNet's 0.01), so the first steps are not
+            # swamped by the ~1900 background anchors.
+            head.bias.fill_(-math.log(99.0))
+        if not warm_start:
+            return
+        rows = _warm_rows(source, trunk, photos, len(names) - 1)
+        print(f"class head warm start: {', '.join(f'{names[c]} <- {source.config.names[r]}' for c, r in enumerate(rows) if c)}")
+        for head, old in zip(model.class_heads, source.class_heads):
+            # A head's output channels are (anchor, class) pairs: copy each anchor's row of the class.
+            per = old.out_channels // source.num_classes
+            w_old = old.weight.view(per, source.num_classes, *old.weight.shape[1:])
+            b_old = old.bias.view(per, source.num_classes)
+            w_new = head.weight.view(per, len(names), *head.weight.shape[1:])
+            b_new = head.bias.view(per, len(names))
+            for c, r in enumerate(rows):
+                w_new[:, c] = w_old[:, 0 if c == 0 else r]
+                b_new[:, c] = b_old[:, 0 if c == 0 else r]
+
+
+def _optimizer_and_loader(
+    model: SSDMobileNetV1, photos: _Photos, recipe: DetectionRecipe
+) -> tuple[torch.optim.Optimizer, torch.utils.data.DataLoader]:
+    """AdamW over the heads only (the box head too unless the recipe keeps it frozen), and the
+    seeded, shuffled batches of training photos."""
     train_params = [*model.class_heads.parameters()] + ([*model.box_heads.parameters()] if recipe.train_box_head else [])
     model.requires_grad_(False)
     for p in train_params:
@@ -457,8 +383,13 @@ def train_detector(
         collate_fn=_collate,
         generator=generator,
     )
-    total_steps = recipe.epochs * len(loader)
-    warm_steps = max(1, round(recipe.warmup * len(loader))) if recipe.warmup > 0 else 0
+    return optimizer, loader
+
+
+def _lr_schedule(recipe: DetectionRecipe, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate at each step: a linear warm-up of ``recipe.warmup`` epochs, then cosine to 0."""
+    total_steps = recipe.epochs * steps_per_epoch
+    warm_steps = max(1, round(recipe.warmup * steps_per_epoch)) if recipe.warmup > 0 else 0
 
     def lr_at(step: int) -> float:
         if step < warm_steps:
@@ -466,83 +397,220 @@ def train_detector(
         t = (step - warm_steps) / max(1, total_steps - warm_steps)
         return recipe.lr * 0.5 * (1 + math.cos(math.pi * t))
 
-    # The validation photos as the detector sees them, loaded once (decoding 2000 px JPEGs every epoch costs seconds).
-    val_inputs = [load_input(f, model.config.resolution, model.config.interpolation)[0] for f in val_set.files]
+    return lr_at
+
+
+def _train_epoch(
+    model: SSDMobileNetV1,
+    trunk: nn.Module,
+    batches: Any,
+    optimizer: torch.optim.Optimizer,
+    lr_at: Callable[[int], float],
+    step: int,
+    recipe: DetectionRecipe,
+) -> tuple[dict[str, float], int]:
+    """One pass over the training batches; returns the losses summed over the photos, and the step reached."""
+    model.train()
     anchors = model.anchors()
     corners = _xyxy(anchors)
+    sums = {"loss": 0.0, "loss_cls": 0.0, "loss_box": 0.0}
+    for images, boxes, labels in batches:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        targets = [
+            match_anchors(b, lab, corners, anchors, recipe.match_iou, model.config.box_scales) for b, lab in zip(boxes, labels)
+        ]
+        target_classes = torch.stack([t[0] for t in targets])
+        target_codes = torch.stack([t[1] for t in targets])
+        with torch.no_grad():  # the trunk is frozen: only the heads learn
+            maps = trunk(_scale(images, model))
+        codes, logits = _heads(model, maps)
+        loss_cls, loss_box = detection_loss(codes, logits, target_classes, target_codes, recipe)
+        loss = loss_cls + loss_box
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        n = images.shape[0]
+        sums["loss"] += float(loss.detach()) * n
+        sums["loss_cls"] += float(loss_cls.detach()) * n
+        sums["loss_box"] += float(loss_box.detach()) * n
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    return sums, step
+
+
+class _RunFiles:
+    """What a run writes to ``out`` after each epoch: ``metrics.jsonl`` (all rows so far),
+    ``last.safetensors``, ``best.safetensors`` when the epoch's val ``map`` is the best yet, and
+    ``last_state.pt`` (written last: the model, optimizer, step, random states and rows) from
+    which ``resume`` continues the run as if it had not stopped."""
+
+    def __init__(self, out: Path, recipe: DetectionRecipe, identity: dict[str, Any]) -> None:
+        self.out, self.recipe, self.identity = out, recipe, identity
+        self.lines: list[str] = []
+        self.best: dict[str, Any] = {"map": -1.0}
+
+    def record(self, row: dict[str, Any], model: SSDMobileNetV1, optimizer: Any, step: int, generator: Any) -> None:
+        self.lines.append(json.dumps(row))
+        text = "\n".join(self.lines) + "\n"
+        atomic_write(self.out / "metrics.jsonl", lambda tmp, text=text: Path(tmp).write_text(text))
+        meta = {
+            "epoch": str(row["epoch"]),
+            "val_map": f"{row['map']:.5f}",
+            "val_map_50": f"{row['map_50']:.5f}",
+            "recipe": self.recipe.name,
+        }
+        save_detector(self.out / "last.safetensors", model, **meta)
+        if row["map"] > self.best["map"]:
+            self.best = row
+            save_detector(self.out / "best.safetensors", model, **meta)
+        state = {
+            "epoch": row["epoch"],
+            "step": step,
+            "seconds": row["seconds"],
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "lines": list(self.lines),
+            "best": json.dumps(self.best),
+            "run": json.dumps(self.identity, sort_keys=True),
+            "torch_rng": torch.get_rng_state(),
+            "loader_rng": generator.get_state(),
+            "python_rng": random.getstate(),
+        }
+        atomic_write(self.out / "last_state.pt", lambda tmp: torch.save(state, tmp))
+
+    def resume(self, model: SSDMobileNetV1, optimizer: Any, generator: Any) -> tuple[int, int, float]:
+        """Restores the run from ``last_state.pt``; returns (the next epoch, the step, seconds so far)."""
+        from ..checkpoint import load_state
+
+        path = self.out / "last_state.pt"
+        state = load_state(path)
+        saved = json.loads(state["run"])
+        for key, now in self.identity.items():
+            if saved.get(key) != now:
+                raise ValueError(
+                    f"--resume: the run in {self.out} was started with {key}={saved.get(key)!r}, now {key}={now!r}; "
+                    "resume with the settings it was started with, or pass --overwrite to start afresh"
+                )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["loader_rng"])
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        self.lines, self.best = list(state["lines"]), json.loads(state["best"])
+        text = "\n".join(self.lines) + "\n"  # rows of an epoch that ended after the state was saved are dropped
+        atomic_write(self.out / "metrics.jsonl", lambda tmp: Path(tmp).write_text(text))
+        print(f"resumed from {path} after epoch {state['epoch']}", flush=True)
+        return int(state["epoch"]) + 1, int(state["step"]), float(state["seconds"])
+
+
+def _summary(
+    recipe: DetectionRecipe,
+    data: Any,
+    weights: Any,
+    val_name: str,
+    train_photos: int,
+    names: list[str],
+    files: _RunFiles,
+    out: Path,
+    seconds: float,
+) -> dict[str, Any]:
+    """What ``summary.json`` says of a finished run: its settings, its best epoch and its last."""
+    best = files.best
+    return {
+        "task": "detection",
+        "recipe": asdict(recipe),
+        "data": str(data),
+        "weights": str(weights[0] if isinstance(weights, (list, tuple)) else weights),
+        "validation": val_name,
+        "train_photos": train_photos,
+        "classes": names[1:],
+        "best_epoch": best["epoch"],
+        "map": best["map"],
+        "map_50": best["map_50"],
+        "map_75": best["map_75"],
+        "last": json.loads(files.lines[-1]),
+        "seconds": round(seconds, 1),
+        "best_weights": str(out / "best.safetensors"),
+    }
+
+
+def train_detector(
+    data: PathLike | None = None,
+    weights: Any = None,
+    out: PathLike = "runs/detector",
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    limit: int | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Fine-tunes a detector (Google's detect.tflite, or one of ours) on a VOC root or COCO JSON.
+
+    ``settings`` override :data:`RECIPE` (``epochs``, ``batch_size``, ``lr``, ``loss``, ...);
+    ``limit`` trains on the first ``limit`` training photos only (quick runs and tests). Returns
+    the summary, also written to ``out/summary.json``. Nothing is written to ``out`` before the
+    data, the weights and the settings have all been checked. ``resume`` continues a stopped run
+    in ``out`` from its last finished epoch, as if it had not stopped (same settings required).
+    """
+    from .api import evaluate_detector
+
+    recipe = _checked_recipe(data, weights, limit, settings)
+    out = Path(out)
+    _check_out(out, overwrite, resume)
+    train_set, val_set, val_name = read_splits(data)
+    if limit is not None and limit < len(train_set):
+        train_set = _subset(train_set, limit)
+    source_state, source_config = read_detector(weights)
+    names = ["background", *sorted(train_set.categories.values(), key=str.lower)]
+    print(
+        f"{recipe.describe()}; train: {train_set.source} ({len(train_set)} photos, {len(train_set.coco['annotations'])} boxes), "
+        f"validate on {val_name} ({len(val_set)} photos)",
+        flush=True,
+    )
+
+    # Seeded before anything random is drawn: the model's build, the new head's start, the shuffles.
+    random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    model, kept_classes = _build(source_state, source_config, names)
+    trunk = _Trunk(model)
+    class_of = {cid: names.index(name) for cid, name in train_set.categories.items()}
+    photos = _Photos(train_set, class_of, model.config.resolution, recipe.augment, progress)
+    if not kept_classes:
+        source = SSDMobileNetV1.from_state_dict(source_state, source_config)
+        _start_class_head(model, source, trunk, photos, names, recipe.warm_start)
+    optimizer, loader = _optimizer_and_loader(model, photos, recipe)
+    lr_at = _lr_schedule(recipe, len(loader))
+    # The validation photos as the detector sees them, loaded once (decoding 2000 px JPEGs every epoch costs seconds).
+    val_inputs = [load_input(f, model.config.resolution, model.config.interpolation)[0] for f in val_set.files]
     out.mkdir(parents=True, exist_ok=True)
-    metrics_lines: list[str] = []
-    best: dict[str, Any] = {"map": -1.0}
-    start = time.perf_counter()
-    step = 0
-    for epoch in range(1, recipe.epochs + 1):
-        model.train()
-        sums = {"loss": 0.0, "loss_cls": 0.0, "loss_box": 0.0}
+    identity = {"recipe": asdict(recipe), "data": str(data), "weights": str(weights), "limit": limit, "classes": names}
+    files = _RunFiles(out, recipe, identity)
+    first, step, before = files.resume(model, optimizer, loader.generator) if resume else (1, 0, 0.0)
+    start = time.perf_counter() - before
+    for epoch in range(first, recipe.epochs + 1):
         bar = _bar(loader, progress, f"epoch {epoch}/{recipe.epochs}")
-        for images, boxes, labels in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            targets = [
-                match_anchors(b, lab, corners, anchors, recipe.match_iou, model.config.box_scales)
-                for b, lab in zip(boxes, labels)
-            ]
-            target_classes = torch.stack([t[0] for t in targets])
-            target_codes = torch.stack([t[1] for t in targets])
-            with torch.no_grad():
-                maps = trunk(_scale(images, model))
-            codes, logits = _heads(model, maps)
-            loss_cls, loss_box = detection_loss(codes, logits, target_classes, target_codes, recipe)
-            loss = loss_cls + loss_box
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            n = images.shape[0]
-            sums["loss"] += float(loss.detach()) * n
-            sums["loss_cls"] += float(loss_cls.detach()) * n
-            sums["loss_box"] += float(loss_box.detach()) * n
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        sums, step = _train_epoch(model, trunk, bar, optimizer, lr_at, step, recipe)
         model.eval()
         result = evaluate_detector(model, val_set, postprocess="coco", inputs=val_inputs)
         row = {
             "epoch": epoch,
             **{k: round(v / len(photos), 5) for k, v in sums.items()},
             "lr": lr_at(step - 1),
-            "map": round(result["map"], 5),
-            "map_50": round(result["map_50"], 5),
-            "map_75": round(result["map_75"], 5),
+            **{k: round(result[k], 5) for k in ("map", "map_50", "map_75")},
             "seconds": round(time.perf_counter() - start, 1),
         }
-        metrics_lines.append(json.dumps(row))
-        text = "\n".join(metrics_lines) + "\n"
-        atomic_write(out / "metrics.jsonl", lambda tmp, text=text: Path(tmp).write_text(text))
-        meta = {"epoch": str(epoch), "val_map": f"{row['map']:.5f}", "val_map_50": f"{row['map_50']:.5f}", "recipe": recipe.name}
-        save_detector(out / "last.safetensors", model, **meta)
-        if row["map"] > best["map"]:
-            best = row
-            save_detector(out / "best.safetensors", model, **meta)
+        files.record(row, model, optimizer, step, loader.generator)
         print(
             f"epoch {epoch}/{recipe.epochs}: loss {row['loss']:.4f} (cls {row['loss_cls']:.4f}, box {row['loss_box']:.4f})  "
             f"val {val_name} map {row['map']:.4f}  map_50 {row['map_50']:.4f}  [{row['seconds']:.0f}s]",
             flush=True,
         )
-    summary = {
-        "task": "detection",
-        "recipe": asdict(recipe),
-        "data": str(data),
-        "weights": str(weights[0] if isinstance(weights, (list, tuple)) else weights),
-        "validation": val_name,
-        "train_photos": len(photos),
-        "classes": names[1:],
-        "best_epoch": best["epoch"],
-        "map": best["map"],
-        "map_50": best["map_50"],
-        "map_75": best["map_75"],
-        "last": json.loads(metrics_lines[-1]),
-        "seconds": round(time.perf_counter() - start, 1),
-        "best_weights": str(out / "best.safetensors"),
-    }
+    best = files.best
+    summary = _summary(recipe, data, weights, val_name, len(photos), names, files, out, time.perf_counter() - start)
     atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
     print(f"best: epoch {best['epoch']}, val map {best['map']:.4f}, map_50 {best['map_50']:.4f} -> {out / 'best.safetensors'}")
     return summary

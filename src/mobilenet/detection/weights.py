@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import CONFIG_KEY, DETECTOR_CONFIG_KEY, WeightsFileError, atomic_write, weights_metadata
-from ..weights.loader import check_model_file
+from ..formats import check_model_file, format_of
 from .model import SSDMobileNetV1
 from .spec import DetectorConfig
 from .tflite_import import is_tflite_detector, load_detector_tflite
@@ -44,34 +44,57 @@ def _paths(weights: Any) -> list[Path]:
     raise ValueError(f"weights={weights!r}: a detector is one file (a .safetensors of ours or a TF Lite SSD .tflite)")
 
 
+def _format_name(path: Path) -> str | None:
+    """The name of the format (:data:`mobilenet.formats.FORMATS`) that ``path``'s suffix says, or None."""
+    fmt = format_of(path)
+    return fmt.name if fmt is not None else None
+
+
 def is_detector(weights: Any) -> bool:
     """Whether ``weights`` (a path, or a list of one) is a detector: our safetensors with a detector
-    config, or a .tflite ending in TF Lite's detection post-processing. Unreadable files are not."""
+    config, a .tflite ending in TF Lite's detection post-processing, or an .onnx/.pte we exported
+    from a detector. Unreadable files are not (their readers say what is wrong with them)."""
     try:
         (path,) = _paths(weights)
     except ValueError:
         return False
     if not path.is_file():
         return False
-    suffix = path.suffix.lower()
+    kind = _format_name(path)
     try:
-        if suffix == ".safetensors":
+        if kind == "safetensors":
             return DETECTOR_CONFIG_KEY in weights_metadata(path)
-        if suffix == ".tflite":
+        if kind == "tflite":
             return is_tflite_detector(path)
-    except (OSError, ValueError):
+        return exported_detector_config(path) is not None
+    except Exception:  # protobuf and ExecuTorch raise their own kinds on a corrupt file
         return False
-    return False
+
+
+def exported_detector_config(path: PathLike) -> str | None:
+    """The detector config (JSON) an exported ``.onnx`` or ``.pte`` of ours carries, or None."""
+    path, kind = Path(path), _format_name(Path(path))
+    if kind == "onnx":
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return meta.get(DETECTOR_CONFIG_KEY)
+    if kind == "pte":
+        from ..runtimes.executorch import pte_constant
+
+        return pte_constant(path, DETECTOR_CONFIG_KEY)
+    return None
 
 
 def read_detector(weights: Any) -> tuple[dict[str, torch.Tensor], DetectorConfig]:
     """A detector file → (state, config), or a one-line error saying what the file is instead."""
     (path,) = _paths(weights)
     check_model_file(path)
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
+    kind = _format_name(path)
+    if kind == "tflite":
         return load_detector_tflite(path)
-    if suffix != ".safetensors":
+    if kind != "safetensors":
+        suffix = path.suffix.lower()
         raise ValueError(
             f"weights={str(path)!r}: a detector is a .safetensors file of ours or a TF Lite SSD .tflite, not {suffix or 'a file without suffix'}"
         )

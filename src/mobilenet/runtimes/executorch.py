@@ -29,7 +29,7 @@ from ..model import MobileNetV1
 from ..spec import MobileNetConfig
 from .common import check_outputs
 
-__all__ = ["ExecuTorchModel", "export_pte", "pte_config", "run_pte"]
+__all__ = ["ExecuTorchModel", "export_pte", "load_pte_method", "lower_to_pte", "pte_config", "pte_constant", "run_pte"]
 
 
 def _annotate_conv_clamp(gm: torch.fx.GraphModule, config: Any) -> None:
@@ -144,33 +144,44 @@ def export_pte(
 
     ``int8`` needs ``calibration`` batches of preprocessed images like the real inputs.
     """
-    require("executorch", *(("torchao",) if int8 else ()), purpose="ExecuTorch export")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
     from ..model import fold_batchnorm
 
     config = getattr(model, "config", None)
     if not isinstance(model, MobileNetV1) or not isinstance(config, MobileNetConfig):
         raise TypeError(f"ExecuTorch export takes a MobileNetV1, got {type(model).__name__}")
+    size = resolution or config.resolution
+    example = torch.zeros(1, config.in_chans, size, size)
+    config_json = json.dumps(config.replace(resolution=size).to_dict())
+    return lower_to_pte(fold_batchnorm(model), path, example, {CONFIG_KEY: config_json}, int8=int8, calibration=calibration)
+
+
+def lower_to_pte(
+    module: torch.nn.Module,
+    path: str | os.PathLike[str],
+    example: Tensor,
+    constants: dict[str, str],
+    *,
+    int8: bool = False,
+    calibration: Iterable[Tensor] | None = None,
+) -> Path:
+    """Any BN-folded network as an XNNPACK-delegated ExecuTorch program at ``example``'s shape, with
+    ``constants`` (name → string: our configs) as constant methods; int8 calibrated on ``calibration``."""
+    require("executorch", *(("torchao",) if int8 else ()), purpose="ExecuTorch export")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
     if int8 and calibration is None:
         raise ValueError("pte-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
-    size = resolution or config.resolution
-    folded = fold_batchnorm(model)
-    example = (torch.zeros(1, config.in_chans, size, size),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchao and exir announce deprecations of their own internals
         if int8:
             # Calibrate on whole batches (a free batch dimension), then fix batch 1 for the phone.
             batch = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
-            free = torch.export.export(folded, (example[0].expand(2, -1, -1, -1).contiguous(),), dynamic_shapes=batch)
-            program = torch.export.export(_quantize(free, calibration), example)  # type: ignore[arg-type]
+            free = torch.export.export(module, (example.expand(2, -1, -1, -1).contiguous(),), dynamic_shapes=batch)
+            program = torch.export.export(_quantize(free, calibration), (example,))  # type: ignore[arg-type]
         else:
-            program = torch.export.export(folded, example)
-        config_json = json.dumps(config.replace(resolution=size).to_dict())
-        edge = to_edge_transform_and_lower(
-            {"forward": program}, partitioner=[XnnpackPartitioner()], constant_methods={CONFIG_KEY: config_json}
-        )
+            program = torch.export.export(module, (example,))
+        edge = to_edge_transform_and_lower({"forward": program}, partitioner=[XnnpackPartitioner()], constant_methods=constants)
         buffer = edge.to_executorch().buffer
 
     def write(tmp: str) -> None:
@@ -185,14 +196,37 @@ def _runtime() -> Any:
     return Runtime.get()
 
 
-def pte_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
-    """The config a .pte file was exported with by us, or None (a program without it)."""
+def load_pte_method(path: str | os.PathLike[str], method: str = "forward", *, threads: int | None = None) -> Any:
+    """A .pte program's method, ready to ``execute``, with XNNPACK's pool at ``threads``."""
+    require("executorch", purpose="running a .pte file")
+    if threads:
+        # XNNPACK's thread pool is process-wide in ExecuTorch's Python bindings.
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+        _unsafe_reset_threadpool(threads)
+    return _runtime().load_program(Path(path)).load_method(method)
+
+
+def pte_constant(path: str | os.PathLike[str], name: str) -> str | None:
+    """The string constant method ``name`` of a .pte program (where we keep configs), or None."""
     require("executorch", purpose="reading a .pte file")
     program = _runtime().load_program(Path(path))
-    if CONFIG_KEY not in program.method_names:
+    if name not in program.method_names:
         return None
-    (value,) = program.load_method(CONFIG_KEY).execute([])
-    return config_from_metadata(value, path)
+    (value,) = program.load_method(name).execute([])
+    return str(value)
+
+
+def pte_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
+    """The config a .pte file was exported with by us, or None (a program without it)."""
+    value = pte_constant(path, CONFIG_KEY)
+    return None if value is None else config_from_metadata(value, path)
+
+
+def _output_size(path: Path, method: str = "forward") -> int | None:
+    """The last dimension of a .pte method's first output, from the program's metadata."""
+    sizes = tuple(_runtime().load_program(path).metadata(method).output_tensor_meta(0).sizes())
+    return int(sizes[-1]) if sizes else None
 
 
 class ExecuTorchModel:
@@ -214,15 +248,8 @@ class ExecuTorchModel:
             )
         self.config = config
         self.threads = threads
-        if threads:
-            # XNNPACK's thread pool is process-wide in ExecuTorch's Python bindings.
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-            _unsafe_reset_threadpool(threads)
-        program = _runtime().load_program(self.path)
-        sizes = tuple(program.metadata("forward").output_tensor_meta(0).sizes())
-        check_outputs(config, int(sizes[-1]) if sizes else None, self.path)
-        self._method = program.load_method("forward")
+        check_outputs(config, _output_size(self.path), self.path)  # the config it carries must be the graph's
+        self._method = load_pte_method(self.path, threads=threads)
 
     def eval(self) -> ExecuTorchModel:
         return self

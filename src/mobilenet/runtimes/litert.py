@@ -41,6 +41,7 @@ from ..extras import require
 from ..model import MobileNetV1, TFSamePad2d
 from ..quantize import calibrate_ranges, channel_scales, conv_units, qparams
 from ..spec import MobileNetConfig
+from ..weights.tflite import load_tflite, read_tflite
 from .common import check_outputs
 
 __all__ = [
@@ -57,7 +58,7 @@ __all__ = [
 
 
 @dataclass
-class _Conv:
+class TFLiteConv:
     name: str  # module path: "stem", "blocks.3.dw", ...
     depthwise: bool
     weight: np.ndarray  # TF Lite layout: OHWI for a conv, 1HWC for a depthwise conv
@@ -73,7 +74,9 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _convs(folded: MobileNetV1 | None, size: tuple[int, int], units: Sequence[tuple[str, Any]] | None = None) -> list[_Conv]:
+def tflite_convs(
+    folded: MobileNetV1 | None, size: tuple[int, int], units: Sequence[tuple[str, Any]] | None = None
+) -> list[TFLiteConv]:
     """Every conv of a BN-folded model (or the given chain of BN-folded ``units``, as the detector's
     extra layers are) with the pads it applies at input ``size`` (H, W)."""
     h, w = size
@@ -100,7 +103,7 @@ def _convs(folded: MobileNetV1 | None, size: tuple[int, int], units: Sequence[tu
         # PyTorch OIHW → TF Lite OHWI (conv) or 1HWC (depthwise: O = C, I = 1).
         weight = weight.transpose(1, 2, 3, 0) if depthwise else weight.transpose(0, 2, 3, 1)
         bias = conv.bias.detach().float().numpy() if conv.bias is not None else np.zeros(conv.out_channels, np.float32)
-        out.append(_Conv(name, depthwise, np.ascontiguousarray(weight), bias, s, pads, same, (h, w)))
+        out.append(TFLiteConv(name, depthwise, np.ascontiguousarray(weight), bias, s, pads, same, (h, w)))
     return out
 
 
@@ -125,7 +128,7 @@ def google_ranges(uint8_ranges: dict[str, tuple[float, int]]) -> dict[str, tuple
 # Flatbuffer writing
 
 
-class _Graph:
+class TFLiteGraph:
     """A one-subgraph TF Lite model under construction (the schema's object API)."""
 
     def __init__(self) -> None:
@@ -201,7 +204,7 @@ class _Graph:
         return bytes(builder.Output())
 
 
-class _Quantizer:
+class Int8Quantizer:
     """int8 tensors for a graph: activations from ranges, weights per channel (or per tensor)."""
 
     def __init__(self, ranges: dict[str, tuple[float, Any]], *, per_channel: bool, fixed: bool) -> None:
@@ -228,22 +231,44 @@ class _Quantizer:
         return q, scale.astype(np.float32), qbias
 
 
-class _Ops:
+class TFLiteOps:
     """Adds tensors and conv ops to a graph, in float or (with a quantizer) int8."""
 
-    def __init__(self, g: _Graph, quantizer: _Quantizer | None) -> None:
-        self.g, self.s, self.quantizer = g, g.s, quantizer
+    def __init__(self, g: TFLiteGraph, quantizer: Int8Quantizer | None, *, batch_free: bool = True) -> None:
+        self.g, self.s, self.quantizer, self.batch_free = g, g.s, quantizer, batch_free
         self.qv = 3 if quantizer else 1  # op versions: int8 per-channel convs are version 3, the rest version 2
 
     def activation(self, name: str, shape: Sequence[int], key: str) -> tuple[int, float]:
+        """A float tensor, or an int8 one with the range of activation ``key``; and its scale."""
         g, s, quantizer = self.g, self.s, self.quantizer
         if quantizer is None:
-            return g.tensor(name, shape, s.TensorType.FLOAT32, batch_free=True), 1.0
+            return g.tensor(name, shape, s.TensorType.FLOAT32, batch_free=self.batch_free), 1.0
         scale, zero = quantizer.activation(key)
-        return g.tensor(name, shape, s.TensorType.INT8, quant=([scale], [zero], 0), batch_free=True), scale
+        return g.tensor(name, shape, s.TensorType.INT8, quant=([scale], [zero], 0), batch_free=self.batch_free), scale
+
+    def padded_conv(
+        self, x: int, x_scale: float, key: str, shape: Sequence[int], c: TFLiteConv, act: int, out_key: str | None = None
+    ) -> tuple[int, float, list[int]]:
+        """[PAD →] conv ``c`` on ``x`` (of ``shape``, activation ``key``); returns the output tensor,
+        its scale and shape. The output's range is ``out_key``'s (default: the conv's own name)."""
+        g, s = self.g, self.s
+        if not c.same:
+            top, bottom, left, right = c.pads
+            pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype=np.int32)
+            p = g.tensor(f"{c.name}.paddings", pads.shape, s.TensorType.INT32, pads)
+            padded_shape = [shape[0], shape[1] + top + bottom, shape[2] + left + right, shape[3]]
+            # A PAD keeps its input's quantization, so its zeros are the input's zero point: exact 0.0.
+            padded, _ = self.activation(f"{c.name}.padded", padded_shape, key)
+            g.op(
+                s.BuiltinOperator.PAD, 2 if self.quantizer else 1, [x, p], [padded], s.BuiltinOptions.PadOptions, s.PadOptionsT()
+            )
+            x = padded
+        out_key = out_key or c.name
+        y, y_scale = self.conv(x, x_scale, key, c, out_key, act, c.name)
+        return y, y_scale, [shape[0], *c.out_size, c.weight.shape[3 if c.depthwise else 0]]
 
     def conv(
-        self, src: int, src_scale: float, src_key: str, c: _Conv, out_key: str, act: int, out_name: str
+        self, src: int, src_scale: float, src_key: str, c: TFLiteConv, out_key: str, act: int, out_name: str
     ) -> tuple[int, float]:
         g, s, quantizer, qv = self.g, self.s, self.quantizer, self.qv
         f32, i8, i32 = s.TensorType.FLOAT32, s.TensorType.INT8, s.TensorType.INT32
@@ -276,14 +301,13 @@ class _Ops:
 def _build(
     folded: MobileNetV1,
     size: tuple[int, int],
-    quantizer: _Quantizer | None,
+    quantizer: Int8Quantizer | None,
     config_json: str,
 ) -> bytes:
-    g = _Graph()
+    g = TFLiteGraph()
     s = g.s
-    ops = _Ops(g, quantizer)
+    ops = TFLiteOps(g, quantizer)
     config = folded.config
-    i32 = s.TensorType.INT32
     fused = s.ActivationFunctionType.RELU6 if config.activation == "relu6" else s.ActivationFunctionType.RELU
 
     h, w = size
@@ -291,26 +315,16 @@ def _build(
     inputs = [x]
     key = "input"
     shape = [1, h, w, config.in_chans]
-    for c in _convs(folded, size):
-        if not c.same:
-            top, bottom, left, right = c.pads
-            pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype=np.int32)
-            p = g.tensor(f"{c.name}.paddings", pads.shape, i32, pads)
-            padded_shape = [1, shape[1] + top + bottom, shape[2] + left + right, shape[3]]
-            # A PAD keeps its input's quantization, so its zeros are the input's zero point: exact 0.0.
-            padded, _ = ops.activation(f"{c.name}.padded", padded_shape, key)
-            g.op(s.BuiltinOperator.PAD, 2 if quantizer else 1, [x, p], [padded], s.BuiltinOptions.PadOptions, s.PadOptionsT())
-            x = padded
-        x, x_scale = ops.conv(x, x_scale, key, c, c.name, fused, c.name)
+    for c in tflite_convs(folded, size):
+        x, x_scale, shape = ops.padded_conv(x, x_scale, key, shape, c, fused)
         key = c.name
-        shape = [1, *c.out_size, c.weight.shape[3 if c.depthwise else 0]]
     logits = _head(ops, folded, x, x_scale, key, shape)
     g.metadata(CONFIG_KEY, config_json.encode())
     g.metadata("min_runtime_version", b"2.3.0")
     return g.serialize(inputs, [logits])
 
 
-def _head(ops: _Ops, folded: MobileNetV1, x: int, x_scale: float, key: str, shape: list[int]) -> int:
+def _head(ops: TFLiteOps, folded: MobileNetV1, x: int, x_scale: float, key: str, shape: list[int]) -> int:
     """The global pool, the 1x1-conv classifier and the reshape to ``logits``; returns that tensor."""
     g, s, quantizer, config = ops.g, ops.s, ops.quantizer, folded.config
     i32 = s.TensorType.INT32
@@ -324,7 +338,7 @@ def _head(ops: _Ops, folded: MobileNetV1, x: int, x_scale: float, key: str, shap
     if config.num_classes > 0:
         fc: nn.Linear = folded.classifier  # type: ignore[assignment]
         weight = fc.weight.detach().float().numpy().reshape(config.num_classes, 1, 1, channels)
-        head = _Conv("classifier", False, weight, fc.bias.detach().float().numpy(), 1, (0, 0, 0, 0), True, (1, 1))
+        head = TFLiteConv("classifier", False, weight, fc.bias.detach().float().numpy(), 1, (0, 0, 0, 0), True, (1, 1))
         x, _ = ops.conv(x, x_scale, key, head, "classifier", s.ActivationFunctionType.NONE, "classifier")
         key, channels = "classifier", config.num_classes
     new_shape = np.array([-1, channels], dtype=np.int32)
@@ -366,10 +380,10 @@ def export_tflite(
     quantizer = None
     if int8:
         if activation_ranges is not None and calibration is None:
-            quantizer = _Quantizer(google_ranges(activation_ranges), per_channel=per_channel, fixed=True)
+            quantizer = Int8Quantizer(google_ranges(activation_ranges), per_channel=per_channel, fixed=True)
         elif calibration is not None:
             ranges = calibrate_ranges(folded, calibration, method=calibration_method)
-            quantizer = _Quantizer(ranges, per_channel=per_channel, fixed=False)  # type: ignore[arg-type]
+            quantizer = Int8Quantizer(ranges, per_channel=per_channel, fixed=False)  # type: ignore[arg-type]
         else:
             raise ValueError(
                 "tflite-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)"
@@ -385,6 +399,21 @@ def export_tflite(
 
 # ---------------------------------------------------------------------------------------------
 # Reading and running
+
+
+def tflite_metadata(path: str | os.PathLike[str], name: str) -> bytes | None:
+    """The bytes of a .tflite file's metadata entry ``name`` (where our exports keep their config), or None."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(path).read_bytes()
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ValueError(f"{path}: not a TF Lite flatbuffer (no TFL3 identifier)")
+    model = schema.Model.GetRootAs(buf, 0)
+    for i in range(model.MetadataLength()):
+        meta = model.Metadata(i)
+        if meta.Name() and meta.Name().decode() == name:
+            return bytes(model.Buffers(meta.Buffer()).DataAsNumpy())
+    return None
 
 
 def tflite_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
@@ -435,8 +464,6 @@ class LiteRTModel:
         if config is not None:  # ours: the config it carries must be the graph's
             check_outputs(config, _output_size(self.paths[0]), self.paths[0])
         else:  # Google's files: the importer knows their config
-            from ..weights.tflite import load_tflite, read_tflite
-
             graphs = sorted((read_tflite(p) for p in self.paths), key=lambda g: -(g.input_shape[1] if g.input_shape else 0))
             self.paths = [g.path for g in graphs]  # the extractor first
             config = load_tflite(self.paths)[1]

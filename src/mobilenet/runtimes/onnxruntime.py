@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,17 @@ def export_onnx(
     dynamic_batch: bool = False,
     opset: int = 18,
     example: Tensor | None = None,
+    output_names: Sequence[str] = ("logits",),
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """ONNX via ``torch.onnx.export(dynamo=True)``; the input is ``images`` (N, 3, H, W), output ``logits``.
+    """ONNX via ``torch.onnx.export(dynamo=True)``; the input is ``images`` (N, 3, H, W), the
+    outputs ``output_names`` (a classifier's ``logits``).
 
     The spatial size is fixed (``resolution``, default the model's), so TF 'SAME' pads become
     constants that ONNX Runtime fuses into the convs; ``dynamic_batch`` leaves N free.
     ``example`` (an input batch) sets the shape instead, and lets a model without our config (a
-    peer's, for comparison) be exported; such a file carries no ``mobilenet_config``.
+    peer's, for comparison, or another task's) be exported; such a file carries no
+    ``mobilenet_config``, only the ``metadata`` given.
     """
     require("onnx", "onnxscript", purpose="ONNX export")
     model = model.eval()
@@ -60,13 +64,14 @@ def export_onnx(
             (example,),
             dynamo=True,
             input_names=["images"],
-            output_names=["logits"],
+            output_names=list(output_names),
             dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             verbose=False,
         )
     if config is not None:
         program.model.metadata_props[CONFIG_KEY] = config_json(config, example)
+    program.model.metadata_props.update(metadata or {})
     # One self-contained file: MobileNet v1 is far below ONNX's 2 GB limit for inline weights.
     return atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
 
@@ -221,6 +226,33 @@ def onnx_config_from_model(model: Any, source: str | os.PathLike[str] = "ONNX mo
     return None
 
 
+def _pre_processed(src: Path, dst: Path) -> Path:
+    """ONNX Runtime's pre-pass over ``src`` (shape inference, graph clean-up), written beside ``dst``;
+    the pre-pass only helps, so the export is copied as it is when it fails."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = dst.with_name(dst.name + ".prep.onnx")
+    try:
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
+    except Exception:  # the pre-pass only helps; quantize the export as it is if it fails
+        prepared.write_bytes(src.read_bytes())
+    return prepared
+
+
+def _stamp_config(path: Path, config: MobileNetConfig, images: int) -> None:
+    """Writes the model's config (ours replacing any ``mobilenet_`` entries the quantizer carried
+    over) and the number of calibration images into the int8 file's metadata."""
+    import onnx
+
+    quantized = onnx.load(str(path))
+    keep = [p for p in quantized.metadata_props if not p.key.startswith("mobilenet_")]
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(keep)
+    quantized.metadata_props.add(key=CONFIG_KEY, value=json.dumps(config.to_dict()))
+    quantized.metadata_props.add(key="mobilenet_calibration_images", value=str(images))
+    atomic_write(path, lambda tmp: onnx.save(quantized, tmp))
+
+
 def quantize_onnx(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -241,7 +273,6 @@ def quantize_onnx(
     """
     require("onnx", "onnxruntime", purpose="int8 quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {
         "minmax": CalibrationMethod.MinMax,
@@ -252,11 +283,7 @@ def quantize_onnx(
         raise ValueError(f"calibration method {method!r}: choose from {', '.join(methods)}")
     src, dst = Path(src), Path(dst)
     config = onnx_config(src)
-    prepared = dst.with_name(dst.name + ".prep.onnx")
-    try:
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
-    except Exception:  # the pre-pass only helps; quantize the export as it is if it fails
-        prepared.write_bytes(src.read_bytes())
+    prepared = _pre_processed(src, dst)
     import onnx
 
     prepared_model = onnx.load(str(prepared))
@@ -294,13 +321,7 @@ def quantize_onnx(
         dst.unlink(missing_ok=True)
         raise ValueError("int8 calibration saw no images; pass a folder with some (a few hundred is typical)")
     if config is not None:
-        quantized = onnx.load(str(out))
-        keep = [p for p in quantized.metadata_props if not p.key.startswith("mobilenet_")]
-        del quantized.metadata_props[:]
-        quantized.metadata_props.extend(keep)
-        quantized.metadata_props.add(key=CONFIG_KEY, value=json.dumps(config.to_dict()))
-        quantized.metadata_props.add(key="mobilenet_calibration_images", value=str(reader.count))
-        atomic_write(out, lambda tmp: onnx.save(quantized, tmp))
+        _stamp_config(out, config, reader.count)
     return out
 
 
