@@ -66,7 +66,10 @@ def export_model(
     :func:`mobilenet.deploy.model_for`) written as ``format``, int8 from the ranges the weights
     carry or from ``calibration`` images (:func:`mobilenet.export.int8_inputs`), then checked
     against PyTorch. ``output`` defaults to the weights' name with the format's suffix; a name
-    whose suffix contradicts the format is refused before any work."""
+    whose suffix contradicts the format, or that is one of the input files (by resolved path or
+    ``os.path.samefile``, the default name included), is refused before any work. The file is
+    written under a hidden name and becomes ``output`` only once its check has passed: a failed
+    check (a difference, or out of memory) leaves no file, and a file already there stays."""
     from .checkpoint import refuse_overwriting_inputs, staged_output
     from .deploy import model_for
     from .detection.weights import is_detector
