@@ -17,6 +17,8 @@ from .reference import TFLITE
 SMALL = TFLITE / "mobilenet_v1_0.25_128_quant.tflite"
 OTHER = TFLITE / "mobilenet_v1_0.5_160_quant.tflite"
 EXTRACTOR = TFLITE / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+HEAD = TFLITE / "mobilenet_v1_1.0_224_quant_head_layers.tflite"
+MEDIUM = TFLITE / "mobilenet_v1_0.75_192_quant.tflite"
 IMG = "{root}/two/val/a/0.png"
 W = "{root}/w25.safetensors"  # ours: α 0.25, 32 px, 10 classes
 FAST = ["-a", "0.25", "-r", "32", "--epochs", "1", "--no-progress"]
@@ -120,6 +122,18 @@ def _round_three_files(root: Path) -> None:
     # Any object beyond tensors makes torch.save write a pickle that names code to run on loading.
     torch.save({"model": argparse.Namespace(lr=0.1)}, root / "pickle.pth")
 
+    # Round four: a variance below zero (NaN in eval mode), a link to an input, a run that goes NaN in eval.
+    negvar = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    with torch.no_grad():
+        negvar.blocks[0].dw.bn.running_var[:3] = -1.0
+    save_weights(root / "negvar.safetensors", negvar)
+    os.symlink("fake.tflite", root / "link.tflite")
+    hugemean = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=2)
+    with torch.no_grad():  # finite, so it loads; in eval mode the stem's output overflows to inf, then NaN
+        hugemean.stem.bn.running_mean.fill_(-3e38)
+        hugemean.stem.bn.weight.fill_(10.0)
+    save_weights(root / "hugemean.safetensors", hugemean)
+
 
 CASES = [
     # (arguments, phrase the message must hold); {root} is the fixture's folder
@@ -218,13 +232,30 @@ CASES = [
     # 9. Seeds every generator accepts.
     (["train", *FAST, "--seed", str(2**64), "--out", "{root}/o14"], "seed=18446744073709551616 must be a whole number"),
     (["train", *FAST, "--seed", "-1", "--out", "{root}/o15"], "seed=-1 must be a whole number"),
+    # Round four (issue 21). 1. Nothing destroyed: an output that is an input is refused before any work.
+    (["export", "--weights", "{root}/fake.tflite", "--format", "tflite", "-o", "{root}/fake.tflite"], "is the input file"),
+    (["export", "--weights", "{root}/fake.tflite", "--format", "tflite", "-o", "{root}/two/../fake.tflite"], "is the input file"),
+    (["export", "--weights", "{root}/link.tflite", "--format", "tflite", "-o", "{root}/fake.tflite"], "is the input file"),
+    (["export", "--weights", "{root}/fake.pt", "--format", "torchscript", "-o", "{root}/fake.pt"], "is the input file"),
+    (["convert", "{root}/w25.safetensors", "-o", "{root}/w25.safetensors"], "writing it would destroy the input"),
+    # 5. TF Lite files that are not one model, in either runtime.
+    (["predict", IMG, "--runtime", "litert", "--weights", str(SMALL), str(OTHER)], "A TF Lite model is one file"),
+    (["predict", IMG, "--weights", str(SMALL), str(OTHER)], "A TF Lite model is one file"),
+    (["predict", IMG, "--runtime", "litert", "--weights", str(SMALL), str(OTHER), str(MEDIUM)], "got 3 TF Lite files"),
+    (["eval", "--runtime", "litert", "--weights", str(SMALL), str(OTHER), str(MEDIUM)], "a model is one file, or the two"),
+    (["predict", IMG, "--runtime", "litert", "--weights", str(HEAD)], "it is the head_layers half of Google's split"),
+    (["predict", IMG, "--weights", str(HEAD)], "pass it together with its embedding_extractor file"),
+    # Weights that load and compute NaN in eval mode.
+    (["predict", IMG, "--weights", "{root}/negvar.safetensors"], "blocks.0.dw.bn.running_var holds 3 negative value(s)"),
 ]
 
 
 @pytest.mark.parametrize("args,phrase", CASES, ids=[" ".join([*a[:1], p]) for a, p in CASES])
 def test_bad_input_is_one_clear_line(tree, args, phrase):
-    if any(not f.is_file() and str(f) == a for f in (SMALL, OTHER, EXTRACTOR) for a in args):
+    if any(not f.is_file() and str(f) == a for f in (SMALL, OTHER, EXTRACTOR, HEAD, MEDIUM) for a in args):
         pytest.skip("Google's TF Lite files are absent")
+    if "litert" in args:
+        pytest.importorskip("ai_edge_litert")
     args = [a.replace("{root}", str(tree)) for a in args]
     proc = run(*args)
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-1000:], proc.stderr[-2000:])
@@ -236,7 +267,9 @@ def test_bad_input_is_one_clear_line(tree, args, phrase):
         if flag in args and "already holds" not in phrase and "is a file" not in phrase:
             assert not Path(args[args.index(flag) + 1]).exists()
     assert not (tree / "fresh").exists(), "a refused run created its output folder"
-    assert (tree / "existing.txt").read_text() == "<html>not found</html>", "a refused export overwrote a file"
+    for name in ("existing.txt", "fake.tflite", "fake.pt"):
+        assert (tree / name).read_text() == "<html>not found</html>", f"a refused command overwrote {name}"
+    assert (tree / "w25.safetensors").stat().st_size > 100_000
 
 
 def test_debug_shows_the_traceback(tree):
@@ -536,3 +569,170 @@ def test_cache_mismatch_is_moved_aside_not_deleted(tmp_path, monkeypatch):
     mine.with_name("file.txt").write_text("x")
     with pytest.raises(NotADirectoryError, match=r"MOBILENET_CACHE=.*is a file, not a folder"):
         cache_dir()
+
+
+# Round four (issue 21): nothing destroyed, nothing silently wrong.
+
+
+def test_export_default_name_never_overwrites_the_weights(tree, tmp_path):
+    """`export --weights m.tflite --format tflite` in the weights' folder: the default name is the
+    input itself, refused; the file keeps every byte."""
+    if not SMALL.is_file():
+        pytest.skip("Google's TF Lite files are absent")
+    import shutil
+
+    weights = shutil.copy(SMALL, tmp_path / "m.tflite")
+    before = Path(weights).read_bytes()
+    proc = run("export", "--weights", "m.tflite", "--format", "tflite", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "the default output name 'm.tflite' is the input file" in proc.stderr and "another -o" in proc.stderr
+    assert Path(weights).read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
+
+
+@pytest.mark.parametrize("failure", [MemoryError, RuntimeError])
+def test_failed_export_check_leaves_no_file(tree, tmp_path, monkeypatch, failure):
+    """The check against PyTorch runs before the file is visible: when it fails (out of memory, or
+    a difference), no file is left, a file already there stays as it was, and no folder is made."""
+    import mobilenet.export
+    from mobilenet.commands import export_model
+
+    def fails(*args, **kwargs):
+        raise failure("the check failed")
+
+    monkeypatch.setattr(mobilenet.export, "check_export", fails)
+    weights = W.format(root=tree)
+    with pytest.raises(failure):
+        export_model(weights, tmp_path / "new" / "m.pt", "torchscript")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old.pt").write_text("the user's file")
+    with pytest.raises(failure):
+        export_model(weights, tmp_path / "old.pt", "torchscript")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pt"] and (tmp_path / "old.pt").read_text() == "the user's file"
+    monkeypatch.undo()
+    result = export_model(weights, tmp_path / "old.pt", "torchscript")  # a checked export replaces it
+    assert result.path == tmp_path / "old.pt" and result.check["path"] == str(tmp_path / "old.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pt"]
+
+
+def test_out_of_memory_is_one_sentence(monkeypatch, capsys):
+    from mobilenet import cli
+
+    def oom(args):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 2400000000 bytes"
+        )
+
+    monkeypatch.setattr(cli, "_cost", oom)
+    assert cli.main(["cost"]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory (2.2 GiB for one tensor): use a smaller --resolution or --batch-size" in err and "enforce" not in err
+
+
+def test_nan_validation_stops_training_and_saves_no_best(tree, tmp_path):
+    """Finite training loss, NaN validation loss (eval mode reads BN's running statistics): the run
+    stops with the cause, and no best.safetensors that predicts nan% is left."""
+    out = tmp_path / "run"
+    weights = str(tree / "hugemean.safetensors")
+    proc = run("train", "--data", str(tree / "two"), "--weights", weights, "--recipe", "paper", *FAST, "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "validation loss nan at epoch 1 while the training loss was finite" in proc.stderr
+    assert not (out / "best.safetensors").exists() and not (out / "last.safetensors").exists()
+
+
+def test_resume_with_other_classes_is_refused(tree, tmp_path):
+    """The same number of classes under other names (or in another order) would train class k's
+    outputs on another class's photos: --resume refuses, naming both lists."""
+    import shutil
+
+    out, other = tmp_path / "run", tmp_path / "bc"
+    for split in ("train", "val"):
+        shutil.copytree(tree / "two" / split / "a", other / split / "c")
+        shutil.copytree(tree / "two" / split / "b", other / split / "b")
+    proc = run("train", "--data", str(tree / "two"), *FAST, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = (out / "last.safetensors").read_bytes()
+    proc = run("train", "--data", str(other), *FAST[:-3], "--epochs", "2", "--no-progress", "--resume", "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"was trained on the classes [a, b], but --data {other} has [b, c]" in proc.stderr
+    assert (out / "last.safetensors").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def exported(tree) -> Path:
+    """Our w25 exported to each runtime's format, then damaged: truncated, or with its stored config
+    replaced (a list, null, an impossible class count, a class count its graph contradicts)."""
+    from mobilenet import mobilenet_v1
+    from mobilenet.export import export_model
+    from mobilenet.extras import missing
+    from mobilenet.formats import FORMATS
+
+    model = mobilenet_v1(weights=W.format(root=tree)).eval()
+    folder = tree / "exported"
+    folder.mkdir()
+    for fmt in ("onnx", "tflite", "pte"):
+        if missing(*FORMATS[fmt].needs):
+            continue
+        good = export_model(model, folder / f"ours.{fmt}", fmt)
+        data = good.read_bytes()
+        (folder / f"trunc.{fmt}").write_bytes(data[:100])
+        (folder / f"half.{fmt}").write_bytes(data[: len(data) // 2])
+        start = data.index(b'{"width_mult"')
+        end = data.index(b"}", start) + 1
+        config = data[start:end]
+        for name, replacement in (
+            ("list", b"[0.25, 32]"),
+            ("null", b"null"),
+            ("count", config.replace(b'"num_classes": 10', b'"num_classes": -1')),
+            ("claims", config.replace(b'"num_classes": 10', b'"num_classes":100')),  # the graph gives 10
+        ):
+            # The same length, so the container (protobuf, flatbuffer, program) stays valid.
+            (folder / f"{name}.{fmt}").write_bytes(data[:start] + replacement.ljust(len(config)) + data[end:])
+    return folder
+
+
+CORRUPT = [
+    # (file, phrase): each through predict; the message names the file and says what it is
+    ("trunc.onnx", "cannot be read as an ONNX model: the file is corrupt or truncated"),
+    ("half.onnx", "cannot be read as an ONNX model"),
+    ("trunc.tflite", "cannot be read as a TF Lite flatbuffer: the file is corrupt or truncated"),
+    ("half.tflite", "cannot be read as a TF Lite flatbuffer"),
+    ("trunc.pte", "cannot be read as an ExecuTorch .pte program: the file is corrupt or truncated"),
+    ("half.pte", "cannot be read as an ExecuTorch .pte program"),
+    *[
+        (f"list.{e}", "mobilenet_config metadata is unreadable (a MobileNet config must be a dict")
+        for e in ("onnx", "tflite", "pte")
+    ],
+    *[
+        (f"null.{e}", "not NoneType None); the file is damaged or was not written by mobilenet")
+        for e in ("onnx", "tflite", "pte")
+    ],
+    *[(f"count.{e}", "metadata is unreadable (num_classes=-1 must be an integer >= 0)") for e in ("onnx", "tflite", "pte")],
+    *[(f"claims.{e}", "metadata says 100 classes, but the graph outputs 10 values per image") for e in ("onnx", "tflite", "pte")],
+]
+
+
+@pytest.mark.parametrize("name,phrase", CORRUPT, ids=[c[0] for c in CORRUPT])
+def test_damaged_export_is_one_line_naming_it(tree, exported, name, phrase, capsys):
+    """In this process (each runtime imported once): main() returns 2 only for an error it turned
+    into a sentence; anything else would raise here."""
+    from mobilenet.cli import main
+
+    path = exported / name
+    if not path.exists():
+        pytest.skip(f"the runtime of {path.suffix} is not installed")
+    for runtime in ["torch", *(["litert"] if path.suffix == ".tflite" else [])]:
+        assert main(["predict", IMG.format(root=tree), "--weights", str(path), "--runtime", runtime]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {path}: " in err and phrase in err, (runtime, err)
+
+
+def test_predict_json_is_json_lines(tree):
+    """--json: one JSON object per line (JSON Lines), in order, an unreadable image's error in place."""
+    import json
+
+    img = IMG.format(root=tree)
+    proc = run("predict", img, str(tree / "file.txt"), img, "--weights", W.format(root=tree), "--topk", "2", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["image"] for r in rows] == [img, str(tree / "file.txt"), img]
+    assert len(rows[0]["predictions"]) == 2 and "not a readable image" in rows[1]["error"]

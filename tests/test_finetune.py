@@ -84,7 +84,8 @@ def test_eval_and_predict_of_the_finetuned_model(finetuned):
     assert result["top1"] == pytest.approx(summary(finetuned)["best_val_top1"], abs=1e-6)
     # Most sunflower photos are called sunflowers.
     photos = sorted((FLOWERS / "val" / "sunflowers").iterdir())[:10]
-    predictions = json.loads(mobilenet("predict", *map(str, photos), "--weights", str(best), "--topk", "1", "--json").stdout)
+    out = mobilenet("predict", *map(str, photos), "--weights", str(best), "--topk", "1", "--json").stdout
+    predictions = [json.loads(line) for line in out.splitlines()]  # JSON Lines: one object per image
     hits = sum(p["predictions"][0]["label"] == "sunflowers" for p in predictions)
     assert hits >= 6, predictions
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,15 @@ __all__ = [
     "WeightsFileError",
     "as_path",
     "atomic_write",
+    "config_from_metadata",
     "config_from_state_dict",
     "is_own_state_dict",
     "load_state",
     "load_weights_file",
+    "refuse_overwriting_inputs",
     "save_state",
     "save_weights",
+    "staged_output",
     "torch_load_error",
     "weights_metadata",
 ]
@@ -98,6 +102,76 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     return path
 
 
+@contextmanager
+def staged_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A hidden temporary name beside ``path`` to write a file under and check it; the file becomes
+    ``path`` (one rename) only when the block ends without an error, and is removed otherwise. So a
+    file that fails its check, or whose check runs out of memory, is never left where the user
+    asked for it, and a file that was there before stays as it was. Folders made for it are
+    removed again on failure."""
+    path = as_path(path, "output")
+    if path.is_dir():
+        raise IsADirectoryError(f"output {str(path)!r} is a folder; pass a file name (e.g. {path / 'model'}...)")
+    made, parent = [], path.parent
+    while not parent.exists() and parent != parent.parent:
+        made.append(parent)
+        parent = parent.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".unchecked{path.suffix}")
+    except OSError as exc:
+        raise OSError(f"cannot write {str(path)!r}: {exc.strerror or exc} (is its folder writable?)") from None
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        for folder in made:  # the deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def refuse_overwriting_inputs(
+    output: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]], *, flag: str = "-o", default: bool = False
+) -> None:
+    """Refuses an ``output`` that is one of the ``inputs`` (the same file by its resolved path, or by
+    ``os.path.samefile`` for links), before any work: writing it would destroy what is read.
+    ``default``: the output name was chosen for the user, not given."""
+    out = Path(output)
+    for given in inputs:
+        source = Path(given)
+        if not source.exists():  # a registry name, or nothing to destroy
+            continue
+        same = out.resolve() == source.resolve()
+        if not same and out.exists():
+            try:
+                same = os.path.samefile(out, source)
+            except OSError:
+                same = False
+        if same:
+            how = f"the default output name {str(out)!r}" if default else f"{flag} {str(out)!r}"
+            raise FileExistsError(
+                f"{how} is the input file {str(given)!r} itself; writing it would destroy the input. "
+                f"Pass another {flag} (nothing was written)"
+            )
+
+
+def config_from_metadata(text: str, source: str | os.PathLike[str], key: str = CONFIG_KEY) -> MobileNetConfig:
+    """The config a file stores as JSON (``mobilenet_config``), or an error naming the file: JSON
+    that is not an object of our fields (a list, null, a class count its class names contradict) is
+    a damaged file or not one of ours."""
+    try:
+        return MobileNetConfig.from_dict(json.loads(text))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise WeightsFileError(
+            f"{source}: its {key} metadata is unreadable ({exc}); the file is damaged or was not written by mobilenet"
+        ) from None
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     for attr in ("module", "_orig_mod"):  # DDP, torch.compile
         while hasattr(model, attr) and isinstance(getattr(model, attr), nn.Module):
@@ -136,12 +210,7 @@ def load_weights_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Ten
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None
-    config = None
-    if CONFIG_KEY in meta:
-        try:
-            config = MobileNetConfig.from_dict(json.loads(meta[CONFIG_KEY]))
-        except (json.JSONDecodeError, TypeError, ValueError) as exc:
-            raise WeightsFileError(f"{path}: its {CONFIG_KEY} metadata is unreadable ({exc})") from None
+    config = config_from_metadata(meta[CONFIG_KEY], path) if CONFIG_KEY in meta else None
     return tensors, config, meta
 
 

@@ -184,11 +184,12 @@ def _predict(args: argparse.Namespace) -> None:
     from .commands import predict
 
     results = predict(args.images, args.weights, topk=args.topk, crop=args.crop, preprocess=args.preprocess, runtime=args.runtime)
-    if args.json:
-        _print_json(list(results))
-        return
     skipped = 0
     for r in results:  # printed as each batch finishes, not after the last image
+        if args.json:  # JSON Lines: one object per image, {image, error} for an unreadable one
+            print(json.dumps(r), flush=True)
+            skipped += "error" in r
+            continue
         if "error" in r:  # already warned about
             skipped += 1
             continue
@@ -408,8 +409,8 @@ _PREPROCESS_HELP = (
 )
 
 
-def _inference_flags() -> list[Flag]:
-    """The flags ``eval`` and ``predict`` share: the runtime and the preprocessing."""
+def _inference_flags(json_help: str | None = None) -> list[Flag]:
+    """The flags ``eval`` and ``predict`` share: the runtime, the preprocessing and ``--json``."""
     from .deploy import RUNTIMES
     from .spec import PREPROCESSES
 
@@ -425,7 +426,7 @@ def _inference_flags() -> list[Flag]:
             },
         ),
         (("--preprocess",), {"choices": PREPROCESSES, "help": _PREPROCESS_HELP}),
-        _JSON,
+        (_JSON[0], {**_JSON[1], "help": json_help}) if json_help else _JSON,
     ]
 
 
@@ -467,7 +468,7 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
             (("--weights",), {"required": True, "nargs": "+", "help": weights}),
             (("--topk",), {"type": _int_at_least(1, "how many labels to show per image"), "default": 5}),
             (("--crop",), {"type": float, "help": "central crop fraction (default: the weights'; 1.0 = the whole image)"}),
-            *_inference_flags(),
+            *_inference_flags(json_help="JSON Lines: one object per image ({image, predictions: [{index, label, probability}]}, or {image, error}), printed as each batch finishes"),
         ], _predict),
         "export": ("export to ONNX, TorchScript, PT2, TF Lite or ExecuTorch (fp32 or int8), checked against PyTorch", [
             random_weights,
@@ -525,6 +526,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(exc: BaseException) -> str | None:
+    """An allocation failure (numpy's MemoryError, PyTorch's "can't allocate memory") as one
+    sentence saying what to do; None for any other error."""
+    text = str(exc)
+    if not isinstance(exc, MemoryError) and "can't allocate memory" not in text:
+        return None
+    import re
+
+    wanted = re.search(r"allocate (\d+) bytes", text)
+    size = f" ({int(wanted[1]) / 2**30:.1f} GiB for one tensor)" if wanted else ""
+    return (
+        f"out of memory{size}: use a smaller --resolution or --batch-size "
+        "(the net is fully convolutional: any input size from 32 px works)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -546,11 +563,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = one_line
     try:
         return int(args.run(args) or 0)
-    except (ValueError, OSError, RuntimeError, FloatingPointError, TypeError, KeyError) as exc:
+    except (ValueError, OSError, RuntimeError, FloatingPointError, TypeError, KeyError, MemoryError) as exc:
         if debug:
             raise
         # Library errors are written for people; show them without a traceback (--debug shows it).
-        print(f"mobilenet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mobilenet {args.command}: error: {_out_of_memory(exc) or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

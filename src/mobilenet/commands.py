@@ -66,7 +66,11 @@ def export_model(
     :func:`mobilenet.deploy.model_for`) written as ``format``, int8 from the ranges the weights
     carry or from ``calibration`` images (:func:`mobilenet.export.int8_inputs`), then checked
     against PyTorch. ``output`` defaults to the weights' name with the format's suffix; a name
-    whose suffix contradicts the format is refused before any work."""
+    whose suffix contradicts the format, or that is one of the input files (by resolved path or
+    ``os.path.samefile``, the default name included), is refused before any work. The file is
+    written under a hidden name and becomes ``output`` only once its check has passed: a failed
+    check (a difference, or out of memory) leaves no file, and a file already there stays."""
+    from .checkpoint import refuse_overwriting_inputs, staged_output
     from .deploy import model_for
     from .detection.weights import is_detector
     from .export import DEFAULT_SUFFIX, check_export, export_output_path, int8_inputs
@@ -76,12 +80,17 @@ def export_model(
     if files and is_detector(files):
         from .detection.export import export_detector
 
+        # The detector's writer decides its own name; the input is never its output either way.
+        refuse_overwriting_inputs(output or Path(files[0]).stem + DEFAULT_SUFFIX["tflite"], files, default=not output)
         path, summary = export_detector(files[0], output, format, calibration=calibration, calibration_images=calibration_images)
         return ExportResult(path, format, summary=summary)
     out = None
     if output:  # checked before any work: the format decides the file kind, the suffix must agree
         out, note = export_output_path(output, format)
         notes += [note] if note else []
+        refuse_overwriting_inputs(out, files)
+    elif files:  # the default name is the weights' own, in the current folder: never the weights themselves
+        refuse_overwriting_inputs(Path(files[0]).stem + DEFAULT_SUFFIX[format], files, default=True)
     model = model_for(files, width_mult=width_mult, resolution=resolution, num_classes=num_classes)
     config = model.config
     size = resolution or config.resolution
@@ -91,12 +100,17 @@ def export_model(
     batches, ranges, source = int8_inputs(
         format, weights=files, calibration=calibration, config=config, resolution=size, calibration_images=calibration_images
     )
-    path = write(
-        model, out, format, resolution=size, dynamic_batch=dynamic_batch, calibration=batches,
-        calibration_method=calibration_method, activation_ranges=ranges,
-    )  # fmt: skip
-    checked = check_export(model, path, format, batches, dynamic_batch=dynamic_batch, resolution=size) if check else None
-    return ExportResult(path, format, notes, source, checked)
+    # Written under a hidden name and checked there: only a file that passed (or a run without a
+    # check) becomes ``out``; one that failed, or whose check ran out of memory, is removed.
+    with staged_output(out) as staged:
+        path = write(
+            model, staged, format, resolution=size, dynamic_batch=dynamic_batch, calibration=batches,
+            calibration_method=calibration_method, activation_ranges=ranges,
+        )  # fmt: skip
+        checked = (
+            check_export(model, path, format, batches, dynamic_batch=dynamic_batch, resolution=size, name=out) if check else None
+        )
+    return ExportResult(out, format, notes, source, checked)
 
 
 def train(**settings: Any) -> Any:
@@ -181,7 +195,7 @@ class ConvertResult:
 def convert(sources: Weights, output: str | os.PathLike[str]) -> ConvertResult:
     """``mobilenet convert``: TF Lite (two files for the split 1.0-224 model), Keras .h5 or timm
     weights into our safetensors file, config included."""
-    from .checkpoint import save_weights
+    from .checkpoint import refuse_overwriting_inputs, save_weights
     from .detection import convert_detector, is_detection_task
     from .export import output_path
     from .formats import FORMATS
@@ -190,6 +204,7 @@ def convert(sources: Weights, output: str | os.PathLike[str]) -> ConvertResult:
     suffixes = FORMATS["safetensors"].suffixes
     out, note = output_path(output, suffixes, suffixes[0], "convert")
     files, notes = _files(sources), [note] if note else []
+    refuse_overwriting_inputs(out, files)
     if len(files) == 1 and is_detection_task(files):
         path, summary = convert_detector(files[0], out)
         return ConvertResult(path, summary, notes)

@@ -220,10 +220,12 @@ def check_export(
     *,
     dynamic_batch: bool = False,
     resolution: int | None = None,
+    name: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Runs an export beside the PyTorch model it came from, on real inputs where there are some
     (the first calibration images) and random ones otherwise. fp32: the largest difference (over
-    1e-3 is an error); int8 on real inputs: how often the top-1 agrees. Returns what was measured."""
+    1e-3 is an error); int8 on real inputs: how often the top-1 agrees. Returns what was measured.
+    ``name``: the file's name for messages and the result, when ``path`` is a staged temporary."""
     import torch
 
     writer, int8, _, _ = export_format(fmt)
@@ -237,8 +239,9 @@ def check_export(
         want = model(x)
     assert writer.run is not None
     got = writer.run(path)(x)
+    shown = Path(name) if name is not None else path
     result: dict[str, Any] = {
-        "path": str(path),
+        "path": str(shown),
         "size_mb": path.stat().st_size / 1e6,
         "int8": int8,
         "images": len(x),
@@ -250,6 +253,6 @@ def check_export(
         return result
     diff = float((got - want).abs().max())
     if not diff <= 1e-3:  # NaN included: a file that computes NaN is no export
-        raise RuntimeError(f"{path}: the exported model differs from PyTorch by {diff:.3g}; please report this")
+        raise RuntimeError(f"{shown}: the exported model differs from PyTorch by {diff:.3g}; please report this")
     result["max_diff"] = diff
     return result

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["EXTRAS", "install_hint", "missing", "require"]
+__all__ = ["EXTRAS", "MissingDependency", "install_hint", "missing", "require"]
+
+
+class MissingDependency(RuntimeError):
+    """An optional module is not installed; the message names what to install."""
 
 
 def missing(*modules: str) -> list[str]:
@@ -37,4 +41,4 @@ def require(*modules: str, purpose: str) -> None:
     """A clear error naming what to install, instead of an ImportError from deep inside."""
     absent = missing(*modules)
     if absent:
-        raise RuntimeError(f"{purpose} needs {', '.join(absent)}, which is not installed: {install_hint(absent)}")
+        raise MissingDependency(f"{purpose} needs {', '.join(absent)}, which is not installed: {install_hint(absent)}")

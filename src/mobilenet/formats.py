@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CONFIG_KEY, WeightsFileError, weights_metadata
+from .checkpoint import CONFIG_KEY, WeightsFileError, config_from_metadata, weights_metadata
+from .extras import MissingDependency
 from .runtimes import executorch, litert, onnxruntime
 from .runtimes import torch as torch_runtime
 from .spec import MobileNetConfig
@@ -99,6 +100,14 @@ class Format:
     export_suffix: str | None = None
     output_suffixes: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # Every read of a file of this format goes through these hooks: each is guarded once
+        # here, so a truncated or corrupt file is one sentence naming it, whatever reads it.
+        for hook in ("read_weights", "run", "model", "read_config"):
+            read = getattr(self, hook)
+            if read is not None and not getattr(read, "guarded", False):
+                object.__setattr__(self, hook, _guarded(read, self))
+
     @property
     def description(self) -> str:
         return CONTENTS[self.contents[0]][0]
@@ -114,11 +123,37 @@ class Format:
         return self.writer(model, path, **{k: v for k, v in options.items() if k in takes})
 
 
-def _safetensors_config(path: Path) -> MobileNetConfig | None:
-    import json
+#: Errors that already say what is wrong in a sentence of ours: passed on as they are.
+_CLEAR = (WeightsFileError, OSError, ImportError, MissingDependency, MemoryError)
 
+
+def _guarded(read: Callable[..., Any], fmt: Format) -> Callable[..., Any]:
+    """``read`` (a hook of ``fmt`` taking a path or paths first), with anything its parser raises
+    on a damaged file (protobuf's DecodeError, flatbuffers' struct.error, ExecuTorch's "Failed to
+    load program", ONNX Runtime's InvalidProtobuf) turned into one sentence naming the file."""
+    import functools
+
+    @functools.wraps(read)
+    def guarded(target: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return read(target, *args, **kwargs)
+        except _CLEAR:
+            raise
+        except Exception as exc:
+            where = " + ".join(map(str, target)) if isinstance(target, (list, tuple)) else str(target)
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise WeightsFileError(
+                f"{where}: cannot be read as {fmt.description}: the file is corrupt or truncated (an interrupted "
+                f"download or copy?), or not a model of ours ({type(exc).__name__}: {first}); fetch or export it again"
+            ) from None
+
+    guarded.guarded = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _safetensors_config(path: Path) -> MobileNetConfig | None:
     meta = weights_metadata(path)
-    return MobileNetConfig.from_dict(json.loads(meta[CONFIG_KEY])) if CONFIG_KEY in meta else None
+    return config_from_metadata(meta[CONFIG_KEY], path) if CONFIG_KEY in meta else None
 
 
 #: Every format, in the order exports are offered.

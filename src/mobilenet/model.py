@@ -119,6 +119,12 @@ def _check_values(state: Mapping[str, Any], own: Mapping[str, Tensor], source: s
                 f"{source}: {key} holds {bad} NaN or infinite value(s), so every output would be NaN (a training run "
                 "that diverged?); use other weights, e.g. the run's best.safetensors from before it diverged"
             )
+        if key.endswith("running_var") and value.is_floating_point() and bool((value < 0).any()):
+            bad = int((value < 0).sum())
+            raise WeightsFileError(
+                f"{source}: {key} holds {bad} negative value(s); a variance is never negative, and in eval mode its "
+                "square root makes every output NaN. The file is damaged; use other weights"
+            )
 
 
 class MobileNetV1(nn.Module):

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import WeightsFileError
 from ..spec import MobileNetConfig
 
-__all__ = ["Predictor", "config_and_example", "config_json", "example_input", "model_config", "numpy_input"]
+__all__ = ["Predictor", "check_outputs", "config_and_example", "config_json", "example_input", "model_config", "numpy_input"]
 
 
 def model_config(model: nn.Module) -> MobileNetConfig:
@@ -43,6 +44,21 @@ def config_and_example(
     if example.shape[0] < batch:
         example = example[:1].expand(batch, *example.shape[1:]).contiguous()
     return config, example
+
+
+def check_outputs(config: MobileNetConfig, outputs: Any, source: Any) -> None:
+    """Refuses a file whose stored config and graph disagree: ``outputs`` (the graph's scores per
+    image; a symbolic or unknown size is not checked) must be the config's classes (its features
+    for a model without a classifier). Labels read from such a config would name the wrong classes."""
+    if not isinstance(outputs, int) or isinstance(outputs, bool) or outputs <= 0:
+        return
+    want = config.num_classes or config.num_features
+    if outputs != want:
+        what = f"{config.num_classes} classes" if config.num_classes else f"{want} features (no classifier)"
+        raise WeightsFileError(
+            f"{source}: its mobilenet_config metadata says {what}, but the graph outputs {outputs} values per image: "
+            "the config and the graph disagree (a file edited or mixed up after export); export it again from its weights"
+        )
 
 
 def config_json(config: MobileNetConfig, example: Tensor) -> str:

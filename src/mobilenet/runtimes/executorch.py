@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checkpoint import CONFIG_KEY, atomic_write
+from ..checkpoint import CONFIG_KEY, WeightsFileError, atomic_write, config_from_metadata
 from ..extras import require
 from ..model import MobileNetV1
 from ..spec import MobileNetConfig
+from .common import check_outputs
 
 __all__ = ["ExecuTorchModel", "export_pte", "load_pte_method", "lower_to_pte", "pte_config", "pte_constant", "run_pte"]
 
@@ -219,7 +220,13 @@ def pte_constant(path: str | os.PathLike[str], name: str) -> str | None:
 def pte_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
     """The config a .pte file was exported with by us, or None (a program without it)."""
     value = pte_constant(path, CONFIG_KEY)
-    return None if value is None else MobileNetConfig.from_dict(json.loads(value))
+    return None if value is None else config_from_metadata(value, path)
+
+
+def _output_size(path: Path, method: str = "forward") -> int | None:
+    """The last dimension of a .pte method's first output, from the program's metadata."""
+    sizes = tuple(_runtime().load_program(path).metadata(method).output_tensor_meta(0).sizes())
+    return int(sizes[-1]) if sizes else None
 
 
 class ExecuTorchModel:
@@ -236,9 +243,12 @@ class ExecuTorchModel:
             raise FileNotFoundError(f"ExecuTorch file {str(self.path)!r} does not exist")
         config = pte_config(self.path)
         if config is None:
-            raise ValueError(f"{self.path}: a .pte without mobilenet_config; export it with `mobilenet export --format pte`")
+            raise WeightsFileError(
+                f"{self.path}: a .pte without mobilenet_config; export it with `mobilenet export --format pte`"
+            )
         self.config = config
         self.threads = threads
+        check_outputs(config, _output_size(self.path), self.path)  # the config it carries must be the graph's
         self._method = load_pte_method(self.path, threads=threads)
 
     def eval(self) -> ExecuTorchModel:

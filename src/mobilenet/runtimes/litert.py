@@ -36,12 +36,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import CONFIG_KEY, atomic_write
+from ..checkpoint import CONFIG_KEY, WeightsFileError, atomic_write, config_from_metadata
 from ..extras import require
 from ..model import MobileNetV1, TFSamePad2d
 from ..quantize import calibrate_ranges, channel_scales, conv_units, qparams
 from ..spec import MobileNetConfig
 from ..weights.tflite import load_tflite, read_tflite
+from .common import check_outputs
 
 __all__ = [
     "LiteRTModel",
@@ -422,14 +423,24 @@ def tflite_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
 
     buf = Path(path).read_bytes()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ValueError(f"{path}: not a TF Lite flatbuffer (no TFL3 identifier)")
+        raise WeightsFileError(f"{path}: not a TF Lite flatbuffer (no TFL3 identifier)")
     model = schema.Model.GetRootAs(buf, 0)
     for i in range(model.MetadataLength()):
         meta = model.Metadata(i)
         if meta.Name() and meta.Name().decode() == CONFIG_KEY:
             data = model.Buffers(meta.Buffer()).DataAsNumpy()
-            return MobileNetConfig.from_dict(json.loads(bytes(data).decode()))
+            return config_from_metadata(bytes(data).decode(errors="replace"), path)
     return None
+
+
+def _output_size(path: Path) -> int | None:
+    """The last dimension of a .tflite graph's first output, from the flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    shape = graph.Tensors(graph.Outputs(0)).ShapeAsNumpy()
+    return int(shape[-1]) if not isinstance(shape, int) and len(shape) else None
 
 
 class LiteRTModel:
@@ -450,7 +461,9 @@ class LiteRTModel:
             if not p.is_file():
                 raise FileNotFoundError(f"TF Lite file {str(p)!r} does not exist")
         config = tflite_config(self.paths[0]) if len(self.paths) == 1 else None
-        if config is None:  # Google's files: the importer knows their config
+        if config is not None:  # ours: the config it carries must be the graph's
+            check_outputs(config, _output_size(self.paths[0]), self.paths[0])
+        else:  # Google's files: the importer knows their config
             graphs = sorted((read_tflite(p) for p in self.paths), key=lambda g: -(g.input_shape[1] if g.input_shape else 0))
             self.paths = [g.path for g in graphs]  # the extractor first
             config = load_tflite(self.paths)[1]

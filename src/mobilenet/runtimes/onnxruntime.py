@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import CONFIG_KEY, atomic_write
+from ..checkpoint import CONFIG_KEY, WeightsFileError, atomic_write, config_from_metadata
 from ..extras import require
 from ..spec import MobileNetConfig
-from .common import Predictor, config_and_example, config_json, numpy_input
+from .common import Predictor, check_outputs, config_and_example, config_json, numpy_input
 
 __all__ = [
     "ExportedModel",
@@ -80,7 +80,7 @@ def onnx_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
     """The config an ONNX file was exported with, or None if it carries none."""
     import onnx
 
-    return onnx_config_from_model(onnx.load(str(path), load_external_data=False))
+    return onnx_config_from_model(onnx.load(str(path), load_external_data=False), source=path)
 
 
 class _Batches:
@@ -219,10 +219,10 @@ def _weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
     return overrides
 
 
-def onnx_config_from_model(model: Any) -> MobileNetConfig | None:
+def onnx_config_from_model(model: Any, source: str | os.PathLike[str] = "ONNX model") -> MobileNetConfig | None:
     for prop in model.metadata_props:
         if prop.key == CONFIG_KEY:
-            return MobileNetConfig.from_dict(json.loads(prop.value))
+            return config_from_metadata(prop.value, source)
     return None
 
 
@@ -359,10 +359,11 @@ class ExportedModel:
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
         config = onnx_config(path)
         if config is None:
-            raise ValueError(f"{path}: an ONNX file without mobilenet_config metadata; export it with `mobilenet export`")
+            raise WeightsFileError(f"{path}: an ONNX file without mobilenet_config metadata; export it with `mobilenet export`")
         self.config = config
         self.path = Path(path)
         self._run = run_onnx(path, threads=threads)
+        check_outputs(config, self._run.session.get_outputs()[0].shape[-1], self.path)
 
     def eval(self) -> ExportedModel:
         return self

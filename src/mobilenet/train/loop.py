@@ -112,12 +112,32 @@ def validate(
     num_classes: int | None = None,
     device: torch.device,
     task: Task | None = None,
+    epoch: int | None = None,
 ) -> dict[str, Any]:
     """The task's metric of ``model`` on the validation loader (this process's share); for the
-    classifier (the default), top-1, top-5 and loss over ``num_classes``."""
+    classifier (the default), top-1, top-5 and loss over ``num_classes``. A non-finite loss or
+    accuracy is an error (``epoch``, 0-based, names when)."""
     task = task or classification(cfg, num_classes=num_classes)
     amp_dtype = torch.bfloat16 if cfg.amp else None
-    return task.metric(model, loader, device=device, amp_dtype=amp_dtype, channels_last=cfg.channels_last)
+    result = task.metric(model, loader, device=device, amp_dtype=amp_dtype, channels_last=cfg.channels_last)
+    _check_finite_validation(result, cfg, epoch)
+    return result
+
+
+def _check_finite_validation(val: dict[str, Any], cfg: TrainConfig, epoch: int | None) -> None:
+    """A non-finite validation loss or accuracy stops the run as a non-finite training loss does,
+    before this epoch's checkpoint: a model that computes NaN is never saved, least of all as best.
+    (Training can stay finite while validation is not: eval mode reads BN's running statistics.)"""
+    bad = {k: val[k] for k in ("loss", "top1") if isinstance(val.get(k), float) and not math.isfinite(val[k])}
+    if bad:
+        when = f" at epoch {epoch + 1}" if epoch is not None else ""
+        found = ", ".join(f"{k} {v}" for k, v in bad.items())
+        raise FloatingPointError(
+            f"validation {found}{when} while the training loss was finite; stopped, and this epoch's weights were not "
+            f"saved. The model computes NaN in eval mode (its BN running statistics overflowed, or the starting weights "
+            f"hold extreme values); the last good checkpoint, if any, is kept in {cfg.out}. Check the "
+            "starting weights, or resume with a lower --lr"
+        )
 
 
 def reduce_metrics(train_stats: dict[str, float], val: dict[str, Any], device: torch.device) -> None:

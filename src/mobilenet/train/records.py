@@ -144,6 +144,7 @@ def resume_run(
     # With EMA on, last.safetensors holds the averaged weights; training goes on from the raw ones.
     weights_file = out / ("last_raw.safetensors" if ema is not None else "last.safetensors")
     weights, saved_config, _ = load_weights_file(weights_file)
+    check_resume_classes(out, saved_config, model.config, cfg)
     own = model.state_dict()
     mismatch = [k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape)]
     if mismatch:
@@ -163,6 +164,26 @@ def resume_run(
     if is_main:
         print(f"resumed from {state_path} at epoch {state['epoch']}")
     return state["epoch"], state["best_top1"], state.get("wall_time", 0.0)
+
+
+def check_resume_classes(out: Path, saved: Any, now: Any, cfg: TrainConfig) -> None:
+    """A resumed run must see the classes it was trained on, in the same order: the same count in
+    another order (or other names) would go on training class k's outputs on another class's photos."""
+    have = tuple(saved.class_names) if saved is not None and saved.class_names else None
+    want = tuple(now.class_names) if now.class_names else None
+    if have is None or want is None or have == want:
+        return
+
+    def show(names: tuple[str, ...]) -> str:
+        listed = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        return f"[{listed}]"
+
+    first = next((i for i, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
+    raise ValueError(
+        f"--resume: the run in {out} was trained on the classes {show(have)}, but --data {cfg.data} has {show(want)} "
+        f"(they differ from class {first}); resume with the data it was started with, or pass --overwrite "
+        "(or another --out) to start afresh"
+    )
 
 
 def write_summary(

@@ -131,7 +131,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             train_model, train_loader, optimizer, scheduler, cfg, device=device, epoch=epoch, task=task, ema=ema,
             show_progress=is_main and cfg.progress and sys.stderr.isatty(),
         )  # fmt: skip
-        val = validate(ema.module if ema is not None else step_model, val_loader, cfg, device=device, task=task)
+        val = validate(ema.module if ema is not None else step_model, val_loader, cfg, device=device, task=task, epoch=epoch)
         if world > 1:
             reduce_metrics(stats, val, device)
         if is_main:

@@ -178,6 +178,7 @@ def load_tflite(
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     graphs = [read_tflite(p) for p in paths]
+    _check_file_set(graphs)  # every reader of TF Lite files (weights, LiteRT) comes through here
     # The extractor takes the image; the head takes a 1x1 feature map.
     graphs.sort(key=lambda g: -(g.input_shape[1] if g.input_shape and len(g.input_shape) == 4 else 0))
     convs = [c for g in graphs for c in g.convs]
@@ -272,17 +273,34 @@ def activation_quantization(paths: str | os.PathLike[str] | Sequence[str | os.Pa
     return out
 
 
+def _takes_image(graph: TFLiteGraph) -> bool:
+    shape = graph.input_shape or ()
+    return len(shape) == 4 and shape[1] > 1 and shape[-1] == 3
+
+
+def _check_file_set(graphs: Sequence[TFLiteGraph]) -> None:
+    """A TF Lite model is one file that takes an image, or Google's split pair: the
+    embedding_extractor (it takes the image) and the head_layers (it takes its features)."""
+    names = ", ".join(str(g.path) for g in graphs)
+    pair = "Google's split model (its embedding_extractor and head_layers files)"
+    if len(graphs) > 2:
+        raise WeightsFileError(
+            f"{names}: got {len(graphs)} TF Lite files; a model is one file, or the two of {pair}. Pass one at a time"
+        )
+    roles = ["an image (a whole network or an extractor)" if _takes_image(g) else "features (a head)" for g in graphs]
+    if len(graphs) == 1 and not _takes_image(graphs[0]):
+        shape = "x".join(map(str, graphs[0].input_shape or ()))
+        raise WeightsFileError(
+            f"{names}: takes features ({shape}), not an image: it is the head_layers half of {pair}; "
+            "pass it together with its embedding_extractor file"
+        )
+    if len(graphs) == 2 and roles[0] == roles[1]:
+        raise WeightsFileError(
+            "weights: expected the embedding_extractor and the head_layers file of Google's split TF Lite model; "
+            f"both {names} take {roles[0]}. A TF Lite model is one file: pass one"
+        )
+
+
 def check_split_pair(paths: Sequence[str | os.PathLike[str]]) -> None:
     """Two files must be the embedding extractor (it takes an image) and the head (it takes features)."""
-    names = ", ".join(str(p) for p in paths)
-
-    def takes_image(graph: Any) -> bool:
-        shape = graph.input_shape or ()
-        return len(shape) == 4 and shape[1] > 1 and shape[-1] == 3
-
-    roles = ["an image (a whole network or an extractor)" if takes_image(read_tflite(p)) else "features (a head)" for p in paths]
-    if roles[0] == roles[1]:
-        raise ValueError(
-            f"weights: expected the embedding_extractor and the head_layers file of Google's split TF Lite model; "
-            f"both {names} take {roles[0]}"
-        )
+    _check_file_set([read_tflite(p) for p in paths])
