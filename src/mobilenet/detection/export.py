@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..checkpoint import DETECTOR_CONFIG_KEY, atomic_write
 from ..weights.tflite import DETECTION_POSTPROCESS
 from .model import SSDMobileNetV1
-from .spec import SOURCE_BLOCKS
+from .spec import BOX_RANGE, CLASS_RANGE, SOURCE_BLOCKS
 
 __all__ = ["DETECTOR_EXPORTS", "calibrate_detector", "detector_calibration_images", "export_detector", "export_detector_tflite"]
 
@@ -37,10 +37,6 @@ def detector_units(folded: SSDMobileNetV1) -> list[tuple[str, nn.Module]]:
 
     units = [(f"backbone.{name}", unit) for name, unit in conv_units(folded.backbone)]  # type: ignore[arg-type]
     return units + [(f"extras.{i}.{j}", unit) for i, block in enumerate(folded.extras) for j, unit in enumerate(block)]
-
-
-#: The int8 range shared by every head of a kind: CONCATENATION on int8 needs one scale for all its inputs.
-BOX_RANGE, CLASS_RANGE = "box_heads", "class_heads"
 
 
 @torch.inference_mode()

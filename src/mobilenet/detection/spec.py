@@ -32,6 +32,8 @@ __all__ = [
 EXTRA_DEPTHS = (512, 256, 256, 128)
 #: TF OD API's depth floor for the SSD feature extractor (the classifier's is 8).
 EXTRA_MIN_DEPTH = 16
+#: The int8 range shared by every head of a kind (int8 CONCATENATION needs one scale for all its inputs).
+BOX_RANGE, CLASS_RANGE = "box_heads", "class_heads"
 #: The backbone blocks whose outputs feed the heads: conv11 and conv13 pointwise (``blocks.10``, ``blocks.12``).
 SOURCE_BLOCKS = (10, 12)
 

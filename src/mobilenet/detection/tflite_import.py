@@ -26,7 +26,7 @@ from ..checkpoint import WeightsFileError
 from ..spec import build_layers
 from ..weights.tflite import DETECTION_POSTPROCESS, read_tflite
 from .anchors import ssd_anchors
-from .spec import COCO_NAMES, AnchorConfig, DetectorConfig, PostProcessConfig, extra_depths
+from .spec import BOX_RANGE, CLASS_RANGE, COCO_NAMES, AnchorConfig, DetectorConfig, PostProcessConfig, extra_depths
 
 __all__ = ["is_tflite_detector", "load_detector_tflite", "postprocess_options", "sigmoid_input"]
 
@@ -302,8 +302,6 @@ def detector_activation_ranges(path: str | os.PathLike[str]) -> dict[str, tuple[
     """The (low, high) range of each activation a quantized TF Lite SSD stores (Google's detect.tflite
     holds the ranges it was trained with), keyed as :func:`mobilenet.detection.export.calibrate_detector`
     keys them; None for a float file. The heads' ranges are the union over each kind of head."""
-    from .export import BOX_RANGE, CLASS_RANGE
-
     convs = read_tflite(path).convs
     if len(convs) < _BACKBONE_CONVS + 8 or any(c.output_quant is None for c in convs):
         return None
