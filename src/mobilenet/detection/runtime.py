@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +128,30 @@ class TorchDetector:
 
     @torch.inference_mode()
     def raw(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        return self.model(self.scale(images))
+        with _threads_for(self.model):
+            return self.model(self.scale(images))
 
     @torch.inference_mode()
     def detections(self, images: Tensor, pp: str | PostProcessConfig | None = None) -> list[dict[str, Tensor]]:
-        return self.model.predict(self.scale(images), pp)
+        with _threads_for(self.model):
+            return self.model.predict(self.scale(images), pp)
+
+
+@contextmanager
+def _threads_for(model: torch.nn.Module) -> Iterator[None]:
+    """PyTorch's threads for one call, as ``predict`` picks them (:func:`mobilenet.predict.predict_threads`):
+    one on a machine whose cores are all busy, where OpenMP's threads wait on each other at every
+    layer (measured on 2 loaded cores: this detector's forward pass 83-97 ms on one thread, 873-956 ms
+    on two); PyTorch's own choice otherwise. The caller's setting is restored after."""
+    from ..predict import predict_threads
+
+    threads, before = predict_threads(model), torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class LiteRTDetector(RawOutputDetector):
