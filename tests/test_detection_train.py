@@ -296,17 +296,17 @@ def test_a_stopped_run_resumes_as_if_it_had_not_stopped(tmp_path, capsys, monkey
 
     settings = dict(limit=8, epochs=2, batch_size=4, warm_start=False, progress=False)
     whole = train_detector(RACCOON, DETECT, tmp_path / "whole", **settings)
-    record = det_train._RunFiles.record
+    record = det_train.RunFiles.record
 
     def stop_after_first_epoch(self, row, *args):
         record(self, row, *args)
         if row["epoch"] == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(det_train._RunFiles, "record", stop_after_first_epoch)
+    monkeypatch.setattr(det_train.RunFiles, "record", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_detector(RACCOON, DETECT, tmp_path / "stopped", **settings)
-    monkeypatch.setattr(det_train._RunFiles, "record", record)
+    monkeypatch.setattr(det_train.RunFiles, "record", record)
     with pytest.raises(FileExistsError, match="pass --resume to continue it"):
         train_detector(RACCOON, DETECT, tmp_path / "stopped", **settings)
     with pytest.raises(ValueError, match="started with recipe="):
@@ -325,3 +325,27 @@ def test_a_stopped_run_resumes_as_if_it_had_not_stopped(tmp_path, capsys, monkey
     assert resumed["map"] == whole["map"]
     a, b = (load_file(str(run / "best.safetensors")) for run in (tmp_path / "whole", tmp_path / "stopped"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@needs_raccoon
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_a_detector(tmp_path):
+    """`torchrun --nproc_per_node=2 -m mobilenet train` on boxes: the photos are shared between two
+    processes, rank 0 validates and writes, and the run reaches the short run's floors."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541", "-m", "mobilenet",
+         "train", "--data", str(RACCOON), "--weights", str(DETECT), "--out", str(out), "--epochs", "1",
+         "--batch-size", "8", "--no-progress"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert proc.stdout.count("recipe ssd-heads") == 1 and "2 process(es), global batch 16" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["train_photos"] == 160
+    assert summary["map"] >= SHORT_RUN_AP_FLOOR and summary["map_50"] >= SHORT_RUN_AP50_FLOOR
+    assert ssd_mobilenet_v1(weights=out / "best.safetensors").config.names == ["background", "raccoon"]

@@ -41,8 +41,10 @@ from torch import Tensor, nn
 from ..checkpoint import atomic_write
 from ..data import open_rgb
 from .data import DetectionSet, load_input, read_splits
+from .loss import _xyxy, detection_loss, match_anchors
 from .model import SSDMobileNetV1
-from .weights import read_detector, save_detector
+from .run_files import RunFiles, run_summary
+from .weights import read_detector
 
 __all__ = ["RECIPE", "DetectionRecipe", "detection_loss", "match_anchors", "train_detector"]
 
@@ -156,61 +158,6 @@ def _collate(batch: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, list[T
 # Targets and loss
 
 
-def match_anchors(
-    boxes: Tensor, labels: Tensor, anchors_xyxy: Tensor, anchors: Tensor, iou: float, scales: tuple[float, ...]
-) -> tuple[Tensor, Tensor]:
-    """One image's boxes (K, 4) normalized [x0, y0, x1, y1] and labels (K,) 1-based → per anchor
-    (class target (A,), 0 = background; box code target (A, 4) [ty, tx, th, tw], valid where class > 0)."""
-    from torchvision.models.detection._utils import Matcher
-    from torchvision.ops import box_iou
-
-    from .boxes import encode_boxes
-
-    count = anchors.shape[0]
-    if boxes.numel() == 0:
-        return torch.zeros(count, dtype=torch.long), torch.zeros(count, 4)
-    # As TF's ArgMaxMatcher(0.5, 0.5, force_match_for_each_row=True) does for SSD.
-    matched = Matcher(iou, iou, allow_low_quality_matches=True)(box_iou(boxes, anchors_xyxy))
-    positive = matched >= 0
-    index = matched.clamp(min=0)
-    classes = torch.where(positive, labels[index], torch.zeros_like(index))
-    codes = encode_boxes(boxes[index], anchors, scales)
-    return classes, torch.where(positive[:, None], codes, torch.zeros_like(codes))
-
-
-def detection_loss(
-    codes: Tensor, logits: Tensor, target_classes: Tensor, target_codes: Tensor, recipe: DetectionRecipe
-) -> tuple[Tensor, Tensor]:
-    """(classification, box) losses of a batch, each summed and divided by the matched anchors.
-
-    ``logits`` (N, A, C) have background in column 0; only columns 1.. are trained, as one sigmoid
-    per class (background is "no class fires"), which is how the detector's post-processing reads them.
-    """
-    import torch.nn.functional as F
-    from torchvision.ops import sigmoid_focal_loss
-
-    positive = target_classes > 0
-    num_pos = max(1, int(positive.sum()))
-    onehot = F.one_hot(target_classes, logits.shape[-1])[..., 1:].float()
-    fg = logits[..., 1:].float()
-    if recipe.loss == "focal":
-        cls = sigmoid_focal_loss(fg, onehot, alpha=recipe.focal_alpha, gamma=recipe.focal_gamma, reduction="sum")
-    else:
-        per_anchor = F.binary_cross_entropy_with_logits(fg, onehot, reduction="none").sum(-1)  # (N, A)
-        # SSD's hard-negative mining: per image, the 3 x (its positives) background anchors with the
-        # highest loss (at least a few, so a photo without boxes still teaches "nothing here").
-        negative_loss = per_anchor.detach().masked_fill(positive, -1.0)
-        rank = negative_loss.argsort(1, descending=True).argsort(1)
-        keep = (rank < (recipe.neg_pos_ratio * positive.sum(1, keepdim=True)).clamp(min=8)) & ~positive
-        cls = per_anchor[positive | keep].sum()
-    box = F.smooth_l1_loss(codes.float()[positive], target_codes[positive], beta=1.0, reduction="sum")
-    return cls / num_pos, box / num_pos
-
-
-# ---------------------------------------------------------------------------------------------
-# Model
-
-
 def _warm_rows(source: SSDMobileNetV1, trunk: nn.Module, photos: _Photos, num_new: int, batch: int = 16) -> list[int]:
     """For each new class, the source class whose score is highest on the anchors matched to its
     training boxes (un-augmented photos, at most 64: the vote settles long before): the row its
@@ -238,11 +185,6 @@ def _warm_rows(source: SSDMobileNetV1, trunk: nn.Module, photos: _Photos, num_ne
     return [int(votes[c].argmax()) for c in range(num_new + 1)]
 
 
-def _xyxy(anchors: Tensor) -> Tensor:
-    yc, xc, h, w = anchors.unbind(-1)
-    return torch.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], -1)
-
-
 def _scale(images: Tensor, model: SSDMobileNetV1) -> Tensor:
     return ((images.float() - model.config.mean) / model.config.std).contiguous(memory_format=torch.channels_last)
 
@@ -252,6 +194,19 @@ def _heads(model: SSDMobileNetV1, maps: list[Tensor]) -> tuple[Tensor, Tensor]:
     codes = [h(m).permute(0, 2, 3, 1).reshape(n, -1, 4) for h, m in zip(model.box_heads, maps)]
     logits = [h(m).permute(0, 2, 3, 1).reshape(n, -1, model.num_classes) for h, m in zip(model.class_heads, maps)]
     return torch.cat(codes, 1), torch.cat(logits, 1)
+
+
+class _Heads(nn.Module):
+    """The box and class heads, the part that trains: feature maps → (box codes, class logits).
+    Its own module so that DDP wraps (and all-reduces) only what has gradients."""
+
+    def __init__(self, model: SSDMobileNetV1) -> None:
+        super().__init__()
+        self.model = [model]  # a list, so the detector is not registered (and synced) as a submodule
+        self.box_heads, self.class_heads = model.box_heads, model.class_heads
+
+    def forward(self, maps: list[Tensor]) -> tuple[Tensor, Tensor]:
+        return _heads(self.model[0], maps)
 
 
 class _Trunk(nn.Module):
@@ -338,7 +293,13 @@ def _checked_recipe(data: Any, weights: Any, limit: Any, settings: dict[str, Any
 
 
 def _start_class_head(
-    model: SSDMobileNetV1, source: SSDMobileNetV1, trunk: nn.Module, photos: _Photos, names: list[str], warm_start: bool
+    model: SSDMobileNetV1,
+    source: SSDMobileNetV1,
+    trunk: nn.Module,
+    photos: _Photos,
+    names: list[str],
+    warm_start: bool,
+    quiet: bool = False,
 ) -> None:
     """A new class head's first weights: small random ones with a low prior, or, with ``warm_start``,
     each class's row copied from the source class its training boxes are most often detected as."""
@@ -351,7 +312,10 @@ def _start_class_head(
         if not warm_start:
             return
         rows = _warm_rows(source, trunk, photos, len(names) - 1)
-        print(f"class head warm start: {', '.join(f'{names[c]} <- {source.config.names[r]}' for c, r in enumerate(rows) if c)}")
+        if not quiet:
+            print(
+                f"class head warm start: {', '.join(f'{names[c]} <- {source.config.names[r]}' for c, r in enumerate(rows) if c)}"
+            )
         for head, old in zip(model.class_heads, source.class_heads):
             # A head's output channels are (anchor, class) pairs: copy each anchor's row of the class.
             per = old.out_channels // source.num_classes
@@ -365,20 +329,22 @@ def _start_class_head(
 
 
 def _optimizer_and_loader(
-    model: SSDMobileNetV1, photos: _Photos, recipe: DetectionRecipe
+    model: SSDMobileNetV1, photos: _Photos, recipe: DetectionRecipe, rank: int = 0, world: int = 1
 ) -> tuple[torch.optim.Optimizer, torch.utils.data.DataLoader]:
     """AdamW over the heads only (the box head too unless the recipe keeps it frozen), and the
-    seeded, shuffled batches of training photos."""
+    seeded, shuffled batches of training photos (under DDP each process its share of them)."""
     train_params = [*model.class_heads.parameters()] + ([*model.box_heads.parameters()] if recipe.train_box_head else [])
     model.requires_grad_(False)
     for p in train_params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(train_params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     generator = torch.Generator().manual_seed(recipe.seed)
+    sampler = torch.utils.data.DistributedSampler(photos, world, rank, shuffle=True, seed=recipe.seed) if world > 1 else None
     loader = torch.utils.data.DataLoader(
         photos,
         batch_size=min(recipe.batch_size, len(photos)),
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=False,
         collate_fn=_collate,
         generator=generator,
@@ -403,6 +369,7 @@ def _lr_schedule(recipe: DetectionRecipe, steps_per_epoch: int) -> Callable[[int
 def _train_epoch(
     model: SSDMobileNetV1,
     trunk: nn.Module,
+    heads: nn.Module,
     batches: Any,
     optimizer: torch.optim.Optimizer,
     lr_at: Callable[[int], float],
@@ -424,7 +391,7 @@ def _train_epoch(
         target_codes = torch.stack([t[1] for t in targets])
         with torch.no_grad():  # the trunk is frozen: only the heads learn
             maps = trunk(_scale(images, model))
-        codes, logits = _heads(model, maps)
+        codes, logits = heads(maps)
         loss_cls, loss_box = detection_loss(codes, logits, target_classes, target_codes, recipe)
         loss = loss_cls + loss_box
         optimizer.zero_grad(set_to_none=True)
@@ -438,103 +405,6 @@ def _train_epoch(
         if hasattr(batches, "set_postfix"):
             batches.set_postfix(loss=f"{float(loss.detach()):.3f}")
     return sums, step
-
-
-class _RunFiles:
-    """What a run writes to ``out`` after each epoch: ``metrics.jsonl`` (all rows so far),
-    ``last.safetensors``, ``best.safetensors`` when the epoch's val ``map`` is the best yet, and
-    ``last_state.pt`` (written last: the model, optimizer, step, random states and rows) from
-    which ``resume`` continues the run as if it had not stopped."""
-
-    def __init__(self, out: Path, recipe: DetectionRecipe, identity: dict[str, Any]) -> None:
-        self.out, self.recipe, self.identity = out, recipe, identity
-        self.lines: list[str] = []
-        self.best: dict[str, Any] = {"map": -1.0}
-
-    def record(self, row: dict[str, Any], model: SSDMobileNetV1, optimizer: Any, step: int, generator: Any) -> None:
-        self.lines.append(json.dumps(row))
-        text = "\n".join(self.lines) + "\n"
-        atomic_write(self.out / "metrics.jsonl", lambda tmp, text=text: Path(tmp).write_text(text))
-        meta = {
-            "epoch": str(row["epoch"]),
-            "val_map": f"{row['map']:.5f}",
-            "val_map_50": f"{row['map_50']:.5f}",
-            "recipe": self.recipe.name,
-        }
-        save_detector(self.out / "last.safetensors", model, **meta)
-        if row["map"] > self.best["map"]:
-            self.best = row
-            save_detector(self.out / "best.safetensors", model, **meta)
-        state = {
-            "epoch": row["epoch"],
-            "step": step,
-            "seconds": row["seconds"],
-            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "lines": list(self.lines),
-            "best": json.dumps(self.best),
-            "run": json.dumps(self.identity, sort_keys=True),
-            "torch_rng": torch.get_rng_state(),
-            "loader_rng": generator.get_state(),
-            "python_rng": random.getstate(),
-        }
-        atomic_write(self.out / "last_state.pt", lambda tmp: torch.save(state, tmp))
-
-    def resume(self, model: SSDMobileNetV1, optimizer: Any, generator: Any) -> tuple[int, int, float]:
-        """Restores the run from ``last_state.pt``; returns (the next epoch, the step, seconds so far)."""
-        from ..checkpoint import load_state
-
-        path = self.out / "last_state.pt"
-        state = load_state(path)
-        saved = json.loads(state["run"])
-        for key, now in self.identity.items():
-            if saved.get(key) != now:
-                raise ValueError(
-                    f"--resume: the run in {self.out} was started with {key}={saved.get(key)!r}, now {key}={now!r}; "
-                    "resume with the settings it was started with, or pass --overwrite to start afresh"
-                )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["loader_rng"])
-        version, internal, gauss = state["python_rng"]
-        random.setstate((version, tuple(internal), gauss))
-        self.lines, self.best = list(state["lines"]), json.loads(state["best"])
-        text = "\n".join(self.lines) + "\n"  # rows of an epoch that ended after the state was saved are dropped
-        atomic_write(self.out / "metrics.jsonl", lambda tmp: Path(tmp).write_text(text))
-        print(f"resumed from {path} after epoch {state['epoch']}", flush=True)
-        return int(state["epoch"]) + 1, int(state["step"]), float(state["seconds"])
-
-
-def _summary(
-    recipe: DetectionRecipe,
-    data: Any,
-    weights: Any,
-    val_name: str,
-    train_photos: int,
-    names: list[str],
-    files: _RunFiles,
-    out: Path,
-    seconds: float,
-) -> dict[str, Any]:
-    """What ``summary.json`` says of a finished run: its settings, its best epoch and its last."""
-    best = files.best
-    return {
-        "task": "detection",
-        "recipe": asdict(recipe),
-        "data": str(data),
-        "weights": str(weights[0] if isinstance(weights, (list, tuple)) else weights),
-        "validation": val_name,
-        "train_photos": train_photos,
-        "classes": names[1:],
-        "best_epoch": best["epoch"],
-        "map": best["map"],
-        "map_50": best["map_50"],
-        "map_75": best["map_75"],
-        "last": json.loads(files.lines[-1]),
-        "seconds": round(seconds, 1),
-        "best_weights": str(out / "best.safetensors"),
-    }
 
 
 def train_detector(
@@ -556,6 +426,7 @@ def train_detector(
     data, the weights and the settings have all been checked. ``resume`` continues a stopped run
     in ``out`` from its last finished epoch, as if it had not stopped (same settings required).
     """
+    from ..train.start import setup_distributed
     from .api import evaluate_detector
 
     recipe = _checked_recipe(data, weights, limit, settings)
@@ -566,34 +437,40 @@ def train_detector(
         train_set = _subset(train_set, limit)
     source_state, source_config = read_detector(weights)
     names = ["background", *sorted(train_set.categories.values(), key=str.lower)]
-    print(
-        f"{recipe.describe()}; train: {train_set.source} ({len(train_set)} photos, {len(train_set.coco['annotations'])} boxes), "
-        f"validate on {val_name} ({len(val_set)} photos)",
-        flush=True,
-    )
+    rank, _, world = setup_distributed()  # torchrun: one process per CPU share (gloo), rank 0 validates and writes
+    main = rank == 0
+    if main:
+        ddp = f"; {world} process(es), global batch {recipe.batch_size * world}" if world > 1 else ""
+        boxes = len(train_set.coco["annotations"])
+        print(f"{recipe.describe()}; train: {train_set.source} ({len(train_set)} photos, {boxes} boxes), "
+              f"validate on {val_name} ({len(val_set)} photos){ddp}", flush=True)  # fmt: skip
 
-    # Seeded before anything random is drawn: the model's build, the new head's start, the shuffles.
-    random.seed(recipe.seed)
-    torch.manual_seed(recipe.seed)
-    model, kept_classes = _build(source_state, source_config, names)
-    trunk = _Trunk(model)
-    class_of = {cid: names.index(name) for cid, name in train_set.categories.items()}
-    photos = _Photos(train_set, class_of, model.config.resolution, recipe.augment, progress)
-    if not kept_classes:
-        source = SSDMobileNetV1.from_state_dict(source_state, source_config)
-        _start_class_head(model, source, trunk, photos, names, recipe.warm_start)
-    optimizer, loader = _optimizer_and_loader(model, photos, recipe)
+    model, trunk, photos = _start(
+        source_state, source_config, names, train_set, recipe, progress=progress and main, quiet=not main
+    )
+    optimizer, loader = _optimizer_and_loader(model, photos, recipe, rank, world)
+    heads = _Heads(model)
+    train_heads = nn.parallel.DistributedDataParallel(heads) if world > 1 else heads
     lr_at = _lr_schedule(recipe, len(loader))
     # The validation photos as the detector sees them, loaded once (decoding 2000 px JPEGs every epoch costs seconds).
-    val_inputs = [load_input(f, model.config.resolution, model.config.interpolation)[0] for f in val_set.files]
-    out.mkdir(parents=True, exist_ok=True)
+    val_inputs = [load_input(f, model.config.resolution, model.config.interpolation)[0] for f in val_set.files] if main else []
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     identity = {"recipe": asdict(recipe), "data": str(data), "weights": str(weights), "limit": limit, "classes": names}
-    files = _RunFiles(out, recipe, identity)
-    first, step, before = files.resume(model, optimizer, loader.generator) if resume else (1, 0, 0.0)
+    files = RunFiles(out, recipe, identity)
+    first, step, before = files.resume(model, optimizer, loader.generator, write=main) if resume else (1, 0, 0.0)
+    if world > 1:  # each process draws its own augmentations, reproducibly from any epoch
+        random.seed(seed := recipe.seed * 1000 + rank * 100 + first)
+        torch.manual_seed(seed)
     start = time.perf_counter() - before
     for epoch in range(first, recipe.epochs + 1):
-        bar = _bar(loader, progress, f"epoch {epoch}/{recipe.epochs}")
-        sums, step = _train_epoch(model, trunk, bar, optimizer, lr_at, step, recipe)
+        if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        bar = _bar(loader, progress and main, f"epoch {epoch}/{recipe.epochs}")
+        sums, step = _train_epoch(model, trunk, train_heads, bar, optimizer, lr_at, step, recipe)
+        sums = _summed_over_processes(sums, world)
+        if not main:
+            continue
         model.eval()
         result = evaluate_detector(model, val_set, postprocess="coco", inputs=val_inputs)
         row = {
@@ -604,16 +481,63 @@ def train_detector(
             "seconds": round(time.perf_counter() - start, 1),
         }
         files.record(row, model, optimizer, step, loader.generator)
-        print(
-            f"epoch {epoch}/{recipe.epochs}: loss {row['loss']:.4f} (cls {row['loss_cls']:.4f}, box {row['loss_box']:.4f})  "
-            f"val {val_name} map {row['map']:.4f}  map_50 {row['map_50']:.4f}  [{row['seconds']:.0f}s]",
-            flush=True,
-        )
+        _print_epoch(row, recipe.epochs, val_name)
+    if not main:
+        return {"rank": rank}
+    summary = run_summary(recipe, data, weights, val_name, len(photos), names, files, out, time.perf_counter() - start)
+    return _finish(summary, files, out, world)
+
+
+def _finish(summary: dict[str, Any], files: RunFiles, out: Path, world: int) -> dict[str, Any]:
     best = files.best
-    summary = _summary(recipe, data, weights, val_name, len(photos), names, files, out, time.perf_counter() - start)
+    summary["world_size"] = world
     atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
     print(f"best: epoch {best['epoch']}, val map {best['map']:.4f}, map_50 {best['map_50']:.4f} -> {out / 'best.safetensors'}")
     return summary
+
+
+def _start(
+    source_state: dict[str, Tensor],
+    source_config: Any,
+    names: list[str],
+    train_set: DetectionSet,
+    recipe: DetectionRecipe,
+    *,
+    progress: bool,
+    quiet: bool,
+) -> tuple[SSDMobileNetV1, nn.Module, _Photos]:
+    """The detector for ``names``, its frozen trunk and the training photos, with the class head
+    started (kept when the source has these classes, else new, warm-started if the recipe says)."""
+    # Seeded before anything random is drawn: the model's build, the new head's start, the shuffles.
+    random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    model, kept_classes = _build(source_state, source_config, names)
+    trunk = _Trunk(model)
+    class_of = {cid: names.index(name) for cid, name in train_set.categories.items()}
+    photos = _Photos(train_set, class_of, model.config.resolution, recipe.augment, progress)
+    if not kept_classes:
+        source = SSDMobileNetV1.from_state_dict(source_state, source_config)
+        _start_class_head(model, source, trunk, photos, names, recipe.warm_start, quiet=quiet)
+    return model, trunk, photos
+
+
+def _print_epoch(row: dict[str, Any], epochs: int, val_name: str) -> None:
+    print(
+        f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f} (cls {row['loss_cls']:.4f}, box {row['loss_box']:.4f})  "
+        f"val {val_name} map {row['map']:.4f}  map_50 {row['map_50']:.4f}  [{row['seconds']:.0f}s]",
+        flush=True,
+    )
+
+
+def _summed_over_processes(sums: dict[str, float], world: int) -> dict[str, float]:
+    """Each process's loss sums added up over the DDP processes (as they are with one)."""
+    if world <= 1:
+        return sums
+    import torch.distributed as dist
+
+    values = torch.tensor(list(sums.values()), dtype=torch.float64)
+    dist.all_reduce(values)
+    return dict(zip(sums, values.tolist()))
 
 
 def _subset(data: DetectionSet, count: int) -> DetectionSet:
