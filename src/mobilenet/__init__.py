@@ -6,12 +6,8 @@
 568740352
 """
 
-from .builder import mobilenet_v1
-from .commands import export_model
-from .cost import CostReport, LayerCost, model_cost, separable_conv_cost, separable_cost_ratio, standard_conv_cost
-from .detection import ssd_mobilenet_v1
-from .model import FeatureExtractor, MobileNetV1
-from .spec import TABLE1, MobileNetConfig, build_blocks, build_layers, conv_defs, scaled_depth
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -34,3 +30,47 @@ __all__ = [
     "ssd_mobilenet_v1",
     "standard_conv_cost",
 ]
+
+#: Where each public name lives. They load on first use (PEP 562), so ``import mobilenet`` and the
+#: CLI's start do not pay for torchvision, the detection package or the exporters they do not use.
+_HOMES = {
+    "TABLE1": "spec",
+    "MobileNetConfig": "spec",
+    "build_blocks": "spec",
+    "build_layers": "spec",
+    "conv_defs": "spec",
+    "scaled_depth": "spec",
+    "CostReport": "cost",
+    "LayerCost": "cost",
+    "model_cost": "cost",
+    "separable_conv_cost": "cost",
+    "separable_cost_ratio": "cost",
+    "standard_conv_cost": "cost",
+    "FeatureExtractor": "model",
+    "MobileNetV1": "model",
+    "mobilenet_v1": "builder",
+    "export_model": "commands",
+    "ssd_mobilenet_v1": "detection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mobilenet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+if TYPE_CHECKING:
+    from .builder import mobilenet_v1
+    from .commands import export_model
+    from .cost import CostReport, LayerCost, model_cost, separable_conv_cost, separable_cost_ratio, standard_conv_cost
+    from .detection import ssd_mobilenet_v1
+    from .model import FeatureExtractor, MobileNetV1
+    from .spec import TABLE1, MobileNetConfig, build_blocks, build_layers, conv_defs, scaled_depth

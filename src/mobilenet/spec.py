@@ -157,6 +157,17 @@ def check_width_mult(width_mult: object) -> float:
     return float(width_mult)
 
 
+#: Seeds go to random, numpy (which takes 32 bits), torch and scikit-learn (also 32 bits).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """A random seed: an integer in [0, 2**32 - 1], which every generator we seed accepts."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name}={seed!r} must be a whole number from 0 to {MAX_SEED} (2**32 - 1)")
+    return seed
+
+
 def check_resolution(resolution: object, name: str = "resolution") -> tuple[int, int]:
     """Accepts an int or an (H, W) pair; returns (H, W) or raises a ValueError that says why."""
     pair = (resolution, resolution) if isinstance(resolution, int) and not isinstance(resolution, bool) else resolution

@@ -36,12 +36,8 @@ calibration), decided in :func:`open_rgb` and :func:`list_images`:
 
 from __future__ import annotations
 
-from .calibration import image_batches
-from .digits import DigitsDataset
-from .folders import SafeImageFolder, skip_bad_collate
-from .images import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, ImageListing, check_image_size, list_images, open_rgb, transform_image
-from .splits import DataSplit, check_seed, load_data, split_folders
-from .transforms import CENTER_CROP, CentralCropResize, eval_transform, train_transform, transforms_for
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "CENTER_CROP",
@@ -65,3 +61,50 @@ __all__ = [
     "transform_image",
     "transforms_for",
 ]
+
+#: Where each name lives; a module loads on first use (PEP 562), so reading an image or checking a
+#: seed does not import torchvision's datasets.
+_HOMES = {
+    "image_batches": "calibration",
+    "DigitsDataset": "digits",
+    "SafeImageFolder": "folders",
+    "skip_bad_collate": "folders",
+    "MAX_ASPECT_RATIO": "images",
+    "MAX_IMAGE_PIXELS": "images",
+    "ImageListing": "images",
+    "check_image_size": "images",
+    "list_images": "images",
+    "open_rgb": "images",
+    "transform_image": "images",
+    "DataSplit": "splits",
+    "check_seed": "splits",
+    "load_data": "splits",
+    "split_folders": "splits",
+    "CENTER_CROP": "transforms",
+    "CentralCropResize": "transforms",
+    "eval_transform": "transforms",
+    "train_transform": "transforms",
+    "transforms_for": "transforms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mobilenet.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+if TYPE_CHECKING:
+    from .calibration import image_batches
+    from .digits import DigitsDataset
+    from .folders import SafeImageFolder, skip_bad_collate
+    from .images import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, ImageListing, check_image_size, list_images, open_rgb, transform_image
+    from .splits import DataSplit, check_seed, load_data, split_folders
+    from .transforms import CENTER_CROP, CentralCropResize, eval_transform, train_transform, transforms_for

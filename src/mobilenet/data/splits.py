@@ -10,19 +10,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..spec import check_seed
 from .digits import DigitsDataset
 from .folders import SafeImageFolder, check_disjoint
 from .transforms import eval_transform, train_transform
-
-#: Seeds go to random, numpy (which takes 32 bits), torch and scikit-learn (also 32 bits).
-MAX_SEED = 2**32 - 1
-
-
-def check_seed(seed: object, name: str = "seed") -> int:
-    """A random seed: an integer in [0, 2**32 - 1], which every generator we seed accepts."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{name}={seed!r} must be a whole number from 0 to {MAX_SEED} (2**32 - 1)")
-    return seed
 
 
 @dataclass

@@ -12,17 +12,8 @@ fine-tuning, in parts:
 
 from __future__ import annotations
 
-from .batchnorm import recalibrate_batchnorm, set_train_mode
-from .config import TrainConfig
-from .loop import reduce_metrics, train_one_epoch, validate
-from .optim import make_optimizer, param_groups
-from .probe import fit_classifier
-from .recipes import RECIPES, Recipe, recipe_for, resolve
-from .records import save_checkpoint
-from .run import train
-from .start import build_model
-from .sweep import sweep
-from .task import Task, classification
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "RECIPES",
@@ -45,3 +36,54 @@ __all__ = [
     "train_one_epoch",
     "validate",
 ]
+
+#: Where each name lives; a module loads on first use (PEP 562), so the CLI's parser (which reads
+#: TrainConfig's fields) does not import the training loop, torchvision or the data sets.
+_HOMES = {
+    "recalibrate_batchnorm": "batchnorm",
+    "set_train_mode": "batchnorm",
+    "TrainConfig": "config",
+    "reduce_metrics": "loop",
+    "train_one_epoch": "loop",
+    "validate": "loop",
+    "make_optimizer": "optim",
+    "param_groups": "optim",
+    "fit_classifier": "probe",
+    "RECIPES": "recipes",
+    "Recipe": "recipes",
+    "recipe_for": "recipes",
+    "resolve": "recipes",
+    "save_checkpoint": "records",
+    "train": "run",
+    "build_model": "start",
+    "sweep": "sweep",
+    "Task": "task",
+    "classification": "task",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mobilenet.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+if TYPE_CHECKING:
+    from .batchnorm import recalibrate_batchnorm, set_train_mode
+    from .config import TrainConfig
+    from .loop import reduce_metrics, train_one_epoch, validate
+    from .optim import make_optimizer, param_groups
+    from .probe import fit_classifier
+    from .recipes import RECIPES, Recipe, recipe_for, resolve
+    from .records import save_checkpoint
+    from .run import train
+    from .start import build_model
+    from .sweep import sweep
+    from .task import Task, classification

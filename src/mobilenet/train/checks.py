@@ -10,8 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..data import check_seed
-from ..spec import ACTIVATIONS, PADDINGS, PREPROCESSES, VARIANTS, check_resolution, check_width_mult
+from ..spec import ACTIVATIONS, PADDINGS, PREPROCESSES, VARIANTS, check_resolution, check_seed, check_width_mult
 from .recipes import ARCH_FIELDS, BN_MODES, DEFAULT_BATCH, OPTIMIZERS, RECIPES, SCHEDULES
 
 __all__ = ["check_combination", "check_config", "check_out_folder", "check_resume_config", "fit_batch_size"]
