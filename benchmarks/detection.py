@@ -11,14 +11,11 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.reference import REFERENCE
+from _common import REFERENCE
 
 import mobilenet
 from mobilenet.detection import evaluate_detector
