@@ -270,6 +270,11 @@ def test_detector_export_refusals_write_nothing(capsys, tmp_path):
     assert code == 2 and "needs calibration photos" in err and not (tmp_path / "x.tflite").exists()
     code, _, err = _cli(capsys, "export", "--weights", DETECT, "--format", "tflite", "-o", tmp_path / "x.onnx")
     assert code == 2 and "ends in .tflite" in err
+    if (COCO128 / "annotations").is_dir():  # a COCO JSON calibrates too: its photos
+        coco = COCO128 / "annotations" / "instances_train2017.json"
+        args = ("--calibration", coco, "--calibration-images", "4", "-o", tmp_path / "c.tflite")
+        code, out, err = _cli(capsys, "export", "--weights", float_detector, "--format", "tflite-int8", *args)
+        assert code == 0 and "int8 ranges: calibrated on 4 images" in out, err
 
 
 @needs_raccoon

@@ -477,7 +477,7 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
             (("--width-mult", "-a"), {"type": _WIDTH, "help": "α, without --weights (default 1.0)"}),
             (("--resolution", "-r"), {"type": resolution, "help": "input size (default: the weights')"}),
             (("--num-classes",), {"type": _CLASSES, "help": "without --weights (default 1000)"}),
-            (("--calibration",), {"type": _folder, "help": calibration_dir}),
+            (("--calibration",), {"type": _folder_or_json, "help": calibration_dir + "; detectors: their training photos, a Pascal VOC root or COCO JSON too"}),
             (("--calibration-images",), {"type": _CALIBRATION_IMAGES, "default": 256}),
             (("--calibration-method",), {"choices": ["minmax", "percentile", "entropy"], "default": "minmax"}),
             (("-o", "--output"), {"help": "output file (default: next to the name of the weights)"}),
