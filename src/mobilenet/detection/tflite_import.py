@@ -306,9 +306,13 @@ def detector_activation_ranges(path: str | os.PathLike[str]) -> dict[str, tuple[
     if len(convs) < _BACKBONE_CONVS + 8 or any(c.output_quant is None for c in convs):
         return None
 
+    # Google's files are uint8; ours (a tflite-int8 export read back) int8, where a ReLU6 output has
+    # zero point -128, which no uint8 tensor has (the rule google_ranges uses for classifiers too).
+    low_q, high_q = (-128, 127) if any(c.output_quant[1] < 0 for c in convs) else (0, 255)
+
     def span(conv: Any) -> tuple[float, float]:
         scale, zero = conv.output_quant
-        return -zero * scale, (255 - zero) * scale
+        return (low_q - zero) * scale, (high_q - zero) * scale
 
     backbone = [f"backbone.{layer.module.rsplit('.', 1)[0]}" for layer in build_layers(DetectorConfig().backbone)]
     extras = [f"extras.{i}.{j}" for i in range(4) for j in range(2)]

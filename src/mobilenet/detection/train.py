@@ -457,13 +457,14 @@ def train_detector(
     if main:
         out.mkdir(parents=True, exist_ok=True)
     identity = {"recipe": asdict(recipe), "data": str(data), "weights": str(weights), "limit": limit, "classes": names}
+    identity["processes"] = world  # the steps per epoch, and so the lr schedule, depend on it
     files = RunFiles(out, recipe, identity)
     first, step, before = files.resume(model, optimizer, loader.generator, write=main) if resume else (1, 0, 0.0)
-    if world > 1:  # each process draws its own augmentations, reproducibly from any epoch
-        random.seed(seed := recipe.seed * 1000 + rank * 100 + first)
-        torch.manual_seed(seed)
     start = time.perf_counter() - before
     for epoch in range(first, recipe.epochs + 1):
+        if world > 1:  # each process its own augmentations, seeded per epoch so that a resumed run draws the same
+            random.seed(seed := (recipe.seed * 1000 + rank) * 1000 + epoch)
+            torch.manual_seed(seed)
         if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
             loader.sampler.set_epoch(epoch)
         bar = _bar(loader, progress and main, f"epoch {epoch}/{recipe.epochs}")

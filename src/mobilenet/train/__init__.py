@@ -7,7 +7,7 @@ fine-tuning, in parts:
   before the epochs and what they leave on disk;
 - :mod:`.loop`: the shared loop, :func:`train_one_epoch` and :func:`validate`, which take a
   :class:`~.task.Task` (loss, hits, metric, collate) and so know nothing of labels or boxes;
-- :mod:`.optim`, :mod:`.batchnorm`, :mod:`.probe` (the linear probe), :mod:`.sweep` (Figures 4, 5).
+- :mod:`.optim`, :mod:`.batchnorm`, :mod:`.probe` (the linear probe), :mod:`.sweeps` (the α x ρ grid of Figures 4, 5).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ _HOMES = {
     "save_checkpoint": "records",
     "train": "run",
     "build_model": "start",
-    "sweep": "sweep",
+    "sweep": "sweeps",
     "Task": "task",
     "classification": "task",
 }
@@ -85,5 +85,5 @@ if TYPE_CHECKING:
     from .records import save_checkpoint
     from .run import train
     from .start import build_model
-    from .sweep import sweep
+    from .sweeps import sweep
     from .task import Task, classification
