@@ -85,6 +85,13 @@ _HOMES = {
     "eval_transform": "transforms",
     "train_transform": "transforms",
     "transforms_for": "transforms",
+    # Constants the single data.py module had, still importable from here.
+    "MEAN": "transforms",
+    "STD": "transforms",
+    "MIN_CROP_SCALE": "transforms",
+    "LimitResize": "transforms",
+    "IMG_EXTENSIONS": "images",
+    "MAX_SEED": "..spec",
 }
 
 
@@ -92,7 +99,7 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'mobilenet.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    value = getattr(importlib.import_module(home if home.startswith(".") else f".{home}", __name__), name)
     globals()[name] = value
     return value
 
