@@ -76,15 +76,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     would give it (0666 less the umask), not ``mkstemp``'s private 0600.
     """
     path = as_path(path, "output")
-    if path.is_dir():
-        raise IsADirectoryError(f"output {str(path)!r} is a folder; pass a file name (e.g. {path / 'model'}...)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Writers that look at the suffix see the real one.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    except OSError as exc:
-        raise OSError(f"cannot write {str(path)!r}: {exc.strerror or exc} (is its folder writable?)") from None
-    os.close(fd)
+    tmp = _temporary_beside(path, "tmp")
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -102,6 +94,20 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     return path
 
 
+def _temporary_beside(path: Path, tag: str) -> str:
+    """An empty hidden file in ``path``'s folder (made if missing), named after it and ending in its
+    suffix (writers that look at the suffix see the real one)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"output {str(path)!r} is a folder; pass a file name (e.g. {path / 'model'}...)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{tag}{path.suffix}")
+    except OSError as exc:
+        raise OSError(f"cannot write {str(path)!r}: {exc.strerror or exc} (is its folder writable?)") from None
+    os.close(fd)
+    return tmp
+
+
 @contextmanager
 def staged_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A hidden temporary name beside ``path`` to write a file under and check it; the file becomes
@@ -110,18 +116,11 @@ def staged_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     asked for it, and a file that was there before stays as it was. Folders made for it are
     removed again on failure."""
     path = as_path(path, "output")
-    if path.is_dir():
-        raise IsADirectoryError(f"output {str(path)!r} is a folder; pass a file name (e.g. {path / 'model'}...)")
     made, parent = [], path.parent
     while not parent.exists() and parent != parent.parent:
         made.append(parent)
         parent = parent.parent
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".unchecked{path.suffix}")
-    except OSError as exc:
-        raise OSError(f"cannot write {str(path)!r}: {exc.strerror or exc} (is its folder writable?)") from None
-    os.close(fd)
+    tmp = _temporary_beside(path, "unchecked")
     try:
         yield Path(tmp)
         os.replace(tmp, path)

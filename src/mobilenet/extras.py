@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["EXTRAS", "MissingDependency", "install_hint", "missing", "require"]
+__all__ = ["EXTRAS", "MissingDependency", "install_hint", "lazy_names", "missing", "require"]
 
 
 class MissingDependency(RuntimeError):
@@ -42,3 +44,24 @@ def require(*modules: str, purpose: str) -> None:
     absent = missing(*modules)
     if absent:
         raise MissingDependency(f"{purpose} needs {', '.join(absent)}, which is not installed: {install_hint(absent)}")
+
+
+def lazy_names(package: str, homes: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's ``__getattr__`` and ``__dir__`` (PEP 562) that load each public name from its
+    module (``homes``: name → module, relative to ``package``) on first use, so importing the
+    package does not import every module under it."""
+    import importlib
+    import sys
+
+    def __getattr__(name: str) -> Any:
+        home = homes.get(name)
+        if home is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(home if home.startswith(".") else f".{home}", package), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted([*vars(sys.modules[package]), *homes])
+
+    return __getattr__, __dir__

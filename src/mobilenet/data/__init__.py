@@ -36,8 +36,9 @@ calibration), decided in :func:`open_rgb` and :func:`list_images`:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..extras import lazy_names
 
 __all__ = [
     "CENTER_CROP",
@@ -95,17 +96,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'mobilenet.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home if home.startswith(".") else f".{home}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
 
 
 if TYPE_CHECKING:

@@ -403,11 +403,12 @@ def export_tflite(
 
 def tflite_metadata(path: str | os.PathLike[str], name: str) -> bytes | None:
     """The bytes of a .tflite file's metadata entry ``name`` (where our exports keep their config), or None."""
+    require("ai_edge_litert", purpose="reading TF Lite metadata")
     from ai_edge_litert import schema_py_generated as schema
 
     buf = Path(path).read_bytes()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ValueError(f"{path}: not a TF Lite flatbuffer (no TFL3 identifier)")
+        raise WeightsFileError(f"{path}: not a TF Lite flatbuffer (no TFL3 identifier)")
     model = schema.Model.GetRootAs(buf, 0)
     for i in range(model.MetadataLength()):
         meta = model.Metadata(i)
@@ -418,19 +419,8 @@ def tflite_metadata(path: str | os.PathLike[str], name: str) -> bytes | None:
 
 def tflite_config(path: str | os.PathLike[str]) -> MobileNetConfig | None:
     """The config a .tflite file was exported with by us, or None (someone else's file)."""
-    require("ai_edge_litert", purpose="reading TF Lite metadata")
-    from ai_edge_litert import schema_py_generated as schema
-
-    buf = Path(path).read_bytes()
-    if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise WeightsFileError(f"{path}: not a TF Lite flatbuffer (no TFL3 identifier)")
-    model = schema.Model.GetRootAs(buf, 0)
-    for i in range(model.MetadataLength()):
-        meta = model.Metadata(i)
-        if meta.Name() and meta.Name().decode() == CONFIG_KEY:
-            data = model.Buffers(meta.Buffer()).DataAsNumpy()
-            return config_from_metadata(bytes(data).decode(errors="replace"), path)
-    return None
+    data = tflite_metadata(path, CONFIG_KEY)
+    return None if data is None else config_from_metadata(data.decode(errors="replace"), path)
 
 
 def _output_size(path: Path) -> int | None:
