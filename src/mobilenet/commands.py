@@ -46,6 +46,7 @@ class ExportResult:
     ranges_from: str | None = None
     check: dict[str, Any] | None = None
     summary: str | None = None  # a detector's export says what it wrote and how it was checked
+    int8_scheme: str | None = None  # tflite-int8: "uint8-grid" (Google's own arithmetic) or "per-channel"
 
 
 def export_model(
@@ -60,12 +61,17 @@ def export_model(
     calibration: str | os.PathLike[str] | None = None,
     calibration_images: int = 256,
     calibration_method: str = "minmax",
+    int8_scheme: str = "auto",
+    recalibrate: bool = False,
     check: bool = True,
 ) -> ExportResult:
     """``mobilenet export``: the weights (or a random init of the asked shape,
     :func:`mobilenet.deploy.model_for`) written as ``format``, int8 from the ranges the weights
     carry or from ``calibration`` images (:func:`mobilenet.export.int8_inputs`), then checked
-    against PyTorch. ``output`` defaults to the weights' name with the format's suffix; a name
+    against PyTorch. ``int8_scheme`` for tflite-int8 (:func:`mobilenet.litert.export_tflite`):
+    ``auto`` keeps Google's own uint8 arithmetic for weights on its grid with its ranges,
+    ``per-channel`` always writes int8 per-channel weights. ``recalibrate``: calibrate on
+    ``calibration`` even when the weights carry the ranges they were trained with. ``output`` defaults to the weights' name with the format's suffix; a name
     whose suffix contradicts the format, or that is one of the input files (by resolved path or
     ``os.path.samefile``, the default name included), is refused before any work. The file is
     written under a hidden name and becomes ``output`` only once its check has passed: a failed
@@ -76,6 +82,8 @@ def export_model(
     from .export import DEFAULT_SUFFIX, check_export, export_output_path, int8_inputs
     from .export import export_model as write
 
+    if int8_scheme not in ("auto", "per-channel"):
+        raise ValueError(f"int8_scheme must be 'auto' or 'per-channel', not {int8_scheme!r}")
     files, notes = _files(weights), []
     if files and is_detector(files):
         from .detection.export import export_detector
@@ -98,19 +106,29 @@ def export_model(
         stem = Path(files[0]).stem if files else f"mobilenet_v1_{config.width_mult:g}_{size}"
         out = Path(stem + DEFAULT_SUFFIX[format])
     batches, ranges, source = int8_inputs(
-        format, weights=files, calibration=calibration, config=config, resolution=size, calibration_images=calibration_images
-    )
+        format, weights=files, calibration=calibration, config=config, resolution=size,
+        calibration_images=calibration_images, recalibrate=recalibrate,
+    )  # fmt: skip
     # Written under a hidden name and checked there: only a file that passed (or a run without a
     # check) becomes ``out``; one that failed, or whose check ran out of memory, is removed.
     with staged_output(out) as staged:
         path = write(
             model, staged, format, resolution=size, dynamic_batch=dynamic_batch, calibration=batches,
-            calibration_method=calibration_method, activation_ranges=ranges,
+            calibration_method=calibration_method, activation_ranges=ranges, keep_grid=int8_scheme == "auto",
         )  # fmt: skip
         checked = (
             check_export(model, path, format, batches, dynamic_batch=dynamic_batch, resolution=size, name=out) if check else None
         )
-    return ExportResult(out, format, notes, source, checked)
+    scheme = None
+    if format == "tflite-int8" and out.exists():
+        scheme = "uint8-grid" if _is_uint8_inside(out) else "per-channel"
+    return ExportResult(out, format, notes, source, checked, int8_scheme=scheme)
+
+
+def _is_uint8_inside(path: Path) -> bool:
+    from .runtimes.litert import tflite_input_type
+
+    return tflite_input_type(path) == "uint8"
 
 
 def train(**settings: Any) -> Any:

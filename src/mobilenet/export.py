@@ -150,12 +150,14 @@ def export_model(
     calibration: Iterable[Tensor] | str | os.PathLike[str] | None = None,
     calibration_method: str = "minmax",
     activation_ranges: dict[str, tuple[float, int]] | None = None,
+    keep_grid: bool = True,
 ) -> Path:
     """Writes ``model`` as ``fmt`` (one of :data:`FORMATS`) with its format's writer; BN is folded first.
 
     ``calibration`` for the int8 formats: a folder of sample images, preprocessed as the model's
     config says (:func:`mobilenet.data.image_batches`, 256 of them), or batches already
-    preprocessed that way."""
+    preprocessed that way. ``keep_grid``: tflite-int8 of weights on a uint8 file's grid with
+    that file's ranges keeps its arithmetic (:func:`mobilenet.litert.export_tflite`)."""
     writer, int8, _, _ = export_format(fmt)
     calibration = calibration_batches(model, calibration, resolution)
     return writer.write(
@@ -167,6 +169,7 @@ def export_model(
         calibration=calibration,
         calibration_method=calibration_method,
         activation_ranges=activation_ranges,
+        keep_grid=keep_grid,
     )
 
 
@@ -197,18 +200,26 @@ def int8_inputs(
     config: Any = None,
     resolution: int = 224,
     calibration_images: int = 256,
+    recalibrate: bool = False,
 ) -> tuple[list[Any] | None, dict[str, tuple[float, int]] | None, str | None]:
     """What an int8 export of ``fmt`` is built from: ``(calibration batches, stored ranges, where
-    the ranges came from)``. The ranges the weights carry (Google's quantized files, a ``--qat``
-    run) are used unless a ``calibration`` folder is given or the format calibrates its own
-    (pte-int8's PT2E flow); otherwise calibration images. An fp32 format needs neither."""
+    the ranges came from)``. The ranges the weights were trained with (Google's quantized files,
+    a ``--qat`` run) are used unless ``recalibrate``; a ``calibration`` folder then only serves
+    the export's check (top-1 agreement on real photos). Otherwise the ranges come from
+    calibration images. An fp32 format needs neither.
+
+    Why trained ranges win: the weights learned to work within them. Measured on Google's four
+    quantized MobileNets (208 photos, top-1 agreement with float), pte-int8 on Google's ranges
+    agreed as often as on 256 calibration photos or more on three of them (1.0-224: 95.7% against
+    92.3%), and tflite-int8 on them computes exactly what Google's file does."""
     writer, int8, _, _ = export_format(fmt)
     if not int8:
         return None, None, None
-    if writer.stored_ranges and calibration is None:
+    if writer.stored_ranges and not recalibrate:
         stored = stored_activation_ranges(w for w in weights if Path(w).exists())
         if stored is not None:
-            return None, stored[0], stored[1]
+            batches = int8_calibration(calibration, config, resolution, calibration_images) if calibration else None
+            return batches, stored[0], stored[1]
     return int8_calibration(calibration, config, resolution, calibration_images), None, None
 
 

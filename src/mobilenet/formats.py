@@ -211,6 +211,7 @@ FORMATS: dict[str, Format] = {
         writer=executorch.export_pte,
         read_config=executorch.pte_config,
         int8=True,
+        stored_ranges=True,
     ),
     "safetensors": Format(
         "safetensors",

@@ -282,6 +282,22 @@ def grid_step(w: np.ndarray) -> float | None:
     return step
 
 
+def uint8_grid(w: np.ndarray) -> tuple[float, int] | None:
+    """(scale, zero point) of a uint8 grid holding every value of ``w`` exactly (a uint8 file's
+    dequantized weights: ``(q - zero) · scale``, ``0 <= q <= 255``), or None.
+
+    A tensor that does not reach both ends of [0, 255] fits under several zero points; each
+    gives the same products (``q - zero`` is the same integer), and 128 is kept where it fits."""
+    step = grid_step(w)
+    if step is None:
+        return None
+    units = np.round(w.astype(np.float64) / step)
+    low, high = int(units.min()), int(units.max())
+    if high - low > 255:
+        return None
+    return step, int(np.clip(128, -low if high - low == 255 else 1 - low, 255 - high))
+
+
 def calibrate_ranges(
     model: MobileNetV1, batches: Iterable[Tensor], *, method: str = "minmax", percentile: float = 99.99
 ) -> dict[str, tuple[float, float]]:

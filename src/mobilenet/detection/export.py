@@ -169,7 +169,7 @@ def _detector_body(ops: Any, folded: SSDMobileNetV1) -> tuple[int, int, int]:
         opts.axis = 1
         g.op(
             s.BuiltinOperator.CONCATENATION,
-            2 if ops.quantizer else 1,
+            ops.op_version,
             parts[kind],
             [joined],
             s.BuiltinOptions.ConcatenationOptions,

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,48 @@ def _grid_observer() -> Any:
     return GridObserver
 
 
-def _quantize(program: Any, calibration: Iterable[Tensor]) -> torch.nn.Module:
+def _range_key(node: torch.fx.Node, ranges: Mapping[str, Any]) -> str | None:
+    """The activation (a key of ``ranges``: a conv unit's path, ``global_pool``, ``classifier``,
+    ``input``) whose values ``node`` carries. A pad, flatten or dropout carries its input's, as
+    does an observer; a conv unit's values are observed after its ReLU (``<unit>.act``)."""
+    while True:
+        if node.op == "placeholder":
+            return "input" if "input" in ranges else None
+        stack = node.meta.get("nn_module_stack") or {}
+        path = list(stack.values())[-1][0] if stack else ""
+        unit = path[: -len(".act")] if path.endswith(".act") else path
+        if node.op == "call_function" and unit in ranges:
+            return unit
+        args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        if not args:
+            return None
+        node = args[0]
+
+
+def _set_ranges(prepared: torch.fx.GraphModule, ranges: Mapping[str, tuple[float, int]]) -> None:
+    """Puts uint8 (scale, zero point) ``ranges`` (those the weights were trained with) into every
+    activation observer of a prepared program, so that int8 computes on the weights' own ranges."""
+    # uint8 ranges (Google's files, --qat) span [0, 255]; an int8 file's read back, [-128, 127].
+    lowest = -128 if any(zero < 0 for _, zero in ranges.values()) else 0
+    ranges = {"input": (1 / 128, 128 + lowest), **ranges}
+    for node in prepared.graph.nodes:
+        observer = getattr(prepared, str(node.target), None) if node.op == "call_module" else None
+        if observer is None or not hasattr(observer, "min_val") or getattr(observer, "ch_axis", None) is not None:
+            continue
+        source = node.args[0]
+        if isinstance(source, torch.fx.Node) and source.op == "get_attr":
+            continue  # a weight's observer
+        key = _range_key(source, ranges) if isinstance(source, torch.fx.Node) else None
+        if key is None:
+            raise ValueError(f"no stored activation range for {source}; export with --calibration images instead")
+        scale, zero = ranges[key]
+        observer.min_val = torch.tensor((lowest - zero) * scale, dtype=torch.float32)
+        observer.max_val = torch.tensor((lowest + 255 - zero) * scale, dtype=torch.float32)
+
+
+def _quantize(
+    program: Any, calibration: Iterable[Tensor] | None, ranges: Mapping[str, tuple[float, int]] | None = None
+) -> torch.nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e import MinMaxObserver
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -120,15 +161,21 @@ def _quantize(program: Any, calibration: Iterable[Tensor]) -> torch.nn.Module:
 
     quantizer = Quantizer().set_global(config)
     prepared = prepare_pt2e(program.module(), quantizer)
+    if calibration is None and ranges is not None:
+        # The weights' observers see the weights in a forward pass; the activations' ranges are given.
+        example = program.example_inputs[0][0]
+        calibration = [torch.zeros_like(example)]
     seen = 0
     with torch.no_grad():
-        for batch in calibration:
+        for batch in calibration or ():
             if isinstance(batch, (tuple, list)):
                 batch = batch[0]
             prepared(batch.float())
             seen += int(batch.shape[0])
     if not seen:
         raise ValueError("int8 calibration saw no images; pass a folder with some (a few hundred is typical)")
+    if ranges is not None:
+        _set_ranges(prepared, ranges)
     return convert_pt2e(prepared)
 
 
@@ -139,10 +186,13 @@ def export_pte(
     resolution: int | None = None,
     int8: bool = False,
     calibration: Iterable[Tensor] | None = None,
+    activation_ranges: Mapping[str, tuple[float, int]] | None = None,
 ) -> Path:
     """Writes ``model`` (BN folded here) as an XNNPACK-delegated ExecuTorch program, batch 1.
 
-    ``int8`` needs ``calibration`` batches of preprocessed images like the real inputs.
+    ``int8`` needs ``calibration`` batches of preprocessed images like the real inputs, or
+    ``activation_ranges``: uint8 (scale, zero point) by module path, those the weights were
+    trained with (Google's quantized files, a ``--qat`` run), which are then used as they are.
     """
     from ..model import fold_batchnorm
 
@@ -152,7 +202,10 @@ def export_pte(
     size = resolution or config.resolution
     example = torch.zeros(1, config.in_chans, size, size)
     config_json = json.dumps(config.replace(resolution=size).to_dict())
-    return lower_to_pte(fold_batchnorm(model), path, example, {CONFIG_KEY: config_json}, int8=int8, calibration=calibration)
+    return lower_to_pte(
+        fold_batchnorm(model), path, example, {CONFIG_KEY: config_json}, int8=int8, calibration=calibration,
+        activation_ranges=activation_ranges,
+    )  # fmt: skip
 
 
 def lower_to_pte(
@@ -163,6 +216,7 @@ def lower_to_pte(
     *,
     int8: bool = False,
     calibration: Iterable[Tensor] | None = None,
+    activation_ranges: Mapping[str, tuple[float, int]] | None = None,
 ) -> Path:
     """Any BN-folded network as an XNNPACK-delegated ExecuTorch program at ``example``'s shape, with
     ``constants`` (name → string: our configs) as constant methods; int8 calibrated on ``calibration``."""
@@ -170,7 +224,7 @@ def lower_to_pte(
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    if int8 and calibration is None:
+    if int8 and calibration is None and activation_ranges is None:
         raise ValueError("pte-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchao and exir announce deprecations of their own internals
@@ -178,7 +232,7 @@ def lower_to_pte(
             # Calibrate on whole batches (a free batch dimension), then fix batch 1 for the phone.
             batch = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
             free = torch.export.export(module, (example.expand(2, -1, -1, -1).contiguous(),), dynamic_shapes=batch)
-            program = torch.export.export(_quantize(free, calibration), (example,))  # type: ignore[arg-type]
+            program = torch.export.export(_quantize(free, calibration, activation_ranges), (example,))  # type: ignore[arg-type]
         else:
             program = torch.export.export(module, (example,))
         edge = to_edge_transform_and_lower({"forward": program}, partitioner=[XnnpackPartitioner()], constant_methods=constants)
