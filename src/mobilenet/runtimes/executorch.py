@@ -133,7 +133,7 @@ def _set_ranges(prepared: torch.fx.GraphModule, ranges: Mapping[str, tuple[float
             continue  # a weight's observer
         key = _range_key(source, ranges) if isinstance(source, torch.fx.Node) else None
         if key is None:
-            raise ValueError(f"no stored activation range for {source}; export with --calibration images instead")
+            raise ValueError(f"no stored activation range for {source}; calibrate instead: --recalibrate --calibration DIR")
         scale, zero = ranges[key]
         observer.min_val = torch.tensor((lowest - zero) * scale, dtype=torch.float32)
         observer.max_val = torch.tensor((lowest + 255 - zero) * scale, dtype=torch.float32)
