@@ -9,4 +9,4 @@ ruff check src tests $( [ -d benchmarks ] && echo benchmarks )
 # Two workers (pytest-xdist), one CPU thread each (tests/conftest.py): much of the suite is
 # single-threaded (the CLI's start, image decoding, LiteRT, pycocotools), so two workers finish it
 # in about two thirds of one worker's time on 2 cores.
-python -m pytest -q -n 2 --durations=25
+python -m pytest -q -n 2 --dist worksteal --durations=25

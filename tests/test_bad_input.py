@@ -736,3 +736,20 @@ def test_predict_json_is_json_lines(tree):
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["image"] for r in rows] == [img, str(tree / "file.txt"), img]
     assert len(rows[0]["predictions"]) == 2 and "not a readable image" in rows[1]["error"]
+
+
+def test_int8_quantization_refused_early_leaves_no_working_file(tmp_path: Path) -> None:
+    # quantize_onnx with neither images nor ranges says so, and the pre-pass's file beside the
+    # output is gone too (it used to stay as <out>.prep.onnx).
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from mobilenet import MobileNetV1
+    from mobilenet.runtimes.onnxruntime import export_onnx, quantize_onnx
+
+    fp32 = export_onnx(MobileNetV1(width_mult=0.25, num_classes=3, resolution=32).eval(), tmp_path / "m.onnx", resolution=32)
+    with pytest.raises(ValueError, match="calibration images"):
+        quantize_onnx(fp32, tmp_path / "q.onnx", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    quantize_onnx(fp32, tmp_path / "q.onnx", [torch.rand(1, 3, 32, 32) * 2 - 1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "q.onnx"]

@@ -90,6 +90,8 @@ class _Batches:
         self._it: Iterator[Tensor] = iter(batches)
         self._name = input_name
         self.count = 0
+        self.extra: dict[str, Any] = {}  # the quantizer's extra_options for this model
+        self.config: MobileNetConfig | None = None  # read from the model when no images were given
 
     def get_next(self) -> dict[str, Any] | None:
         batch = next(self._it, None)
@@ -253,6 +255,31 @@ def _stamp_config(path: Path, config: MobileNetConfig, images: int) -> None:
     atomic_write(path, lambda tmp: onnx.save(quantized, tmp))
 
 
+def _reader(
+    prepared: Path, src: Path, calibration: Iterable[Tensor] | None, activation_ranges: dict[str, tuple[float, int]] | None
+) -> _Batches:
+    """The calibration reader for the pre-processed model, carrying the quantizer's overrides
+    (``extra``: weights on their grid, fixed activation ranges) and, when the ranges are fixed
+    and no images were given, the config read from the model (``config``)."""
+    import onnx
+
+    model = onnx.load(str(prepared))
+    extra: dict[str, Any] = {"TensorQuantOverrides": _weight_overrides(model)}
+    config = None
+    if activation_ranges is not None:
+        extra["TensorQuantOverrides"].update(_range_overrides(model, {"input": (1 / 128, 128), **activation_ranges}))
+        if calibration is None:  # every activation's range is fixed; the calibrator only needs to run
+            config = onnx_config_from_model(model)
+            if config is None:
+                raise ValueError(f"{src}: no mobilenet_config, so the input shape is unknown; pass calibration images")
+            calibration = [torch.zeros(1, config.in_chans, config.resolution, config.resolution)]
+    if calibration is None:
+        raise ValueError("int8 quantization needs calibration images or the activation ranges of a quantized model")
+    reader = _Batches(calibration, model.graph.input[0].name)
+    reader.extra, reader.config = extra, config
+    return reader
+
+
 def quantize_onnx(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -284,39 +311,16 @@ def quantize_onnx(
     src, dst = Path(src), Path(dst)
     config = onnx_config(src)
     prepared = _pre_processed(src, dst)
-    import onnx
-
-    prepared_model = onnx.load(str(prepared))
-    input_name = prepared_model.graph.input[0].name
-    extra: dict[str, Any] = {"TensorQuantOverrides": _weight_overrides(prepared_model)}
-    if activation_ranges is not None:
-        extra["TensorQuantOverrides"].update(_range_overrides(prepared_model, {"input": (1 / 128, 128), **activation_ranges}))
-        if calibration is None:  # every activation's range is fixed; the calibrator only needs to run
-            config = onnx_config_from_model(prepared_model)
-            if config is None:
-                raise ValueError(f"{src}: no mobilenet_config, so the input shape is unknown; pass calibration images")
-            calibration = [torch.zeros(1, config.in_chans, config.resolution, config.resolution)]
-    if calibration is None:
-        raise ValueError("int8 quantization needs calibration images or the activation ranges of a quantized model")
-    reader = _Batches(calibration, input_name)
-
-    def write(tmp: str) -> None:
-        quantize_static(
-            str(prepared),
-            tmp,
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
-            extra_options=extra,
-        )
-
-    try:
-        out = atomic_write(dst, write)
+    try:  # the pre-pass's file goes however the quantization ends
+        reader = _reader(prepared, src, calibration, activation_ranges)
+        out = atomic_write(dst, lambda tmp: quantize_static(
+            str(prepared), tmp, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+            extra_options=reader.extra,
+        ))  # fmt: skip
     finally:
         prepared.unlink(missing_ok=True)
+    config = reader.config or config
     if reader.count == 0:
         dst.unlink(missing_ok=True)
         raise ValueError("int8 calibration saw no images; pass a folder with some (a few hundred is typical)")
