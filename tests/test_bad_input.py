@@ -753,3 +753,21 @@ def test_int8_quantization_refused_early_leaves_no_working_file(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     quantize_onnx(fp32, tmp_path / "q.onnx", [torch.rand(1, 3, 32, 32) * 2 - 1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "q.onnx"]
+
+
+def test_detector_check_names_a_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whether an .onnx is a detector is read from its metadata: without onnx installed that is
+    # the install hint, not a silent "not a detector" that fails later somewhere else.
+    import importlib.util
+
+    from mobilenet.detection.weights import is_detector
+    from mobilenet.extras import MissingDependency
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"\x08\x07" + b"\x00" * 64)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    with pytest.raises(MissingDependency, match=r"mobilenet\[export\]"):
+        is_detector(path)
+    monkeypatch.undo()
+    assert is_detector(path) is False  # a damaged file is not a detector; its reader says what is wrong

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import CONFIG_KEY, DETECTOR_CONFIG_KEY, WeightsFileError, atomic_write, weights_metadata
+from ..extras import MissingDependency, require
 from ..formats import check_model_file, format_of
 from .model import SSDMobileNetV1
 from .spec import DetectorConfig
@@ -67,6 +68,8 @@ def is_detector(weights: Any) -> bool:
         if kind == "tflite":
             return is_tflite_detector(path)
         return exported_detector_config(path) is not None
+    except MissingDependency:  # a runtime to install is worth saying, whatever the file holds
+        raise
     except Exception:  # protobuf and ExecuTorch raise their own kinds on a corrupt file
         return False
 
@@ -75,6 +78,7 @@ def exported_detector_config(path: PathLike) -> str | None:
     """The detector config (JSON) an exported ``.onnx`` or ``.pte`` of ours carries, or None."""
     path, kind = Path(path), _format_name(Path(path))
     if kind == "onnx":
+        require("onnx", purpose="reading an .onnx file")
         import onnx
 
         meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
