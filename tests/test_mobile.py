@@ -224,13 +224,15 @@ def test_pte_int8_takes_the_ranges_googles_weights_were_trained_with(tmp_path: P
     assert float((steps - steps.round()).abs().max()) < 0.02
 
 
+@needs_shared
 @pytest.mark.skipif(not has_executorch, reason="the mobile extra (executorch, torchao) is not installed")
-def test_bench_executorch_int8_with_tflite_ranges_calibrates() -> None:
-    # `bench --backend executorch-int8 --weights google.tflite`: the file's ranges go to the TF Lite
-    # and ONNX int8 backends; the PT2E flow must get calibration batches instead of failing.
+def test_bench_executorch_int8_takes_the_weights_ranges(google: tuple) -> None:
+    # `bench --backend executorch-int8 --weights google.tflite`: the file's ranges go to the PT2E
+    # flow as to the other int8 backends, so no calibration images are asked for.
     from mobilenet.bench import run_grid
+    from mobilenet.weights.tflite import activation_quantization
 
-    model = _random_model("tf", "relu6", 32)
+    model = google[0]
     asked: list[int] = []
 
     def calibration(res: int) -> list[torch.Tensor]:
@@ -238,10 +240,10 @@ def test_bench_executorch_int8_with_tflite_ranges_calibrates() -> None:
         return [torch.rand(2, 3, res, res) * 2 - 1]
 
     rows = run_grid(
-        lambda a, r: model, widths=[0.25], resolutions=[32], batch_sizes=[1], threads=[1], backends=["executorch-int8"],
-        calibration=calibration, activation_ranges={"stem": (0.1, 0)}, warmup=1, iters=2, min_seconds=0.0,
+        lambda a, r: model, widths=[0.25], resolutions=[128], batch_sizes=[1], threads=[1], backends=["executorch-int8"],
+        calibration=calibration, activation_ranges=activation_quantization(GOOGLE_025), warmup=1, iters=2, min_seconds=0.0,
     )  # fmt: skip
-    assert asked == [32]
+    assert asked == []
     assert len(rows) == 1 and rows[0].median_ms > 0
 
 
@@ -270,6 +272,12 @@ def test_tflite_we_wrote_comes_back_as_weights(tmp_path: Path, google: tuple) ->
     assert _agreement(second, ref) >= _agreement(first, ref) - 0.02
     assert _agreement(first, second) >= 0.95
     assert float((first - second).abs().max()) < 0.3
+    # onnx-int8 of that file takes its int8 ranges too (shifted to ONNX Runtime's uint8 activations).
+    from mobilenet.commands import export_model
+    from mobilenet.deploy import load_exported
+
+    onnx_int8 = export_model(str(int8), tmp_path / "q.onnx", "onnx-int8", check=False).path
+    assert _agreement(load_exported(onnx_int8)(photos), ref) >= 0.75
 
     # Google's scheme (uint8 inside) read back keeps its grid and ranges: the same file again.
     uint8 = export_tflite(model, tmp_path / "u.tflite", int8=True, activation_ranges=ranges)

@@ -308,8 +308,7 @@ def run_grid(
             model = build(alpha, res)
             for backend in usable:
                 int8 = "int8" in backend
-                # ExecuTorch's PT2E flow calibrates its own observers: a TF Lite file's ranges do not carry over.
-                ranges = activation_ranges if int8 and not backend.startswith("executorch") else None
+                ranges = activation_ranges if int8 else None
                 calib = calibration(res) if calibration and int8 and ranges is None else None
                 predictor = optimize(
                     model,  # type: ignore[arg-type]

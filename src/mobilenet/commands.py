@@ -91,7 +91,9 @@ def export_model(
         # The detector's writer decides its own name; the input is never its output either way.
         refuse_overwriting_inputs(output or Path(files[0]).stem + DEFAULT_SUFFIX["tflite"], files, default=not output)
         path, summary = export_detector(files[0], output, format, calibration=calibration, calibration_images=calibration_images)
-        return ExportResult(path, format, summary=summary)
+        if recalibrate or int8_scheme != "auto":
+            notes.append("--recalibrate and --int8-scheme are for classifiers: a detector calibrates on --calibration when given")
+        return ExportResult(path, format, notes, summary=summary)
     out = None
     if output:  # checked before any work: the format decides the file kind, the suffix must agree
         out, note = export_output_path(output, format)
@@ -113,7 +115,8 @@ def export_model(
     # check) becomes ``out``; one that failed, or whose check ran out of memory, is removed.
     with staged_output(out) as staged:
         path = write(
-            model, staged, format, resolution=size, dynamic_batch=dynamic_batch, calibration=batches,
+            # With stored ranges the images only check the file: the writer does not calibrate on them.
+            model, staged, format, resolution=size, dynamic_batch=dynamic_batch, calibration=None if ranges else batches,
             calibration_method=calibration_method, activation_ranges=ranges, keep_grid=int8_scheme == "auto",
         )  # fmt: skip
         checked = (
@@ -311,8 +314,13 @@ def bench(
         return [torch.rand(8, first.config.in_chans, res, res) * 2 - 1 for _ in range(4)]
 
     stored = None
-    if files and not calibration and any("int8" in b for b in backend):
+    if files and any("int8" in b for b in backend):  # the ranges the weights were trained with win, as in export
         stored = stored_activation_ranges(f for f in files if Path(f).exists())
+    if stored is not None:
+        note(f"int8 backends use the activation ranges the weights carry ({stored[1]}), as export does")
+        if "litert-int8" in backend:
+            note("litert-int8 of weights on a uint8 grid keeps Google's uint8 scheme, as export's default does; "
+                 "export --int8-scheme per-channel writes the faster int8 form")  # fmt: skip
     result.timings = run_grid(
         build, activation_ranges=stored[0] if stored else None, widths=widths, resolutions=resolutions,
         batch_sizes=batch_size, threads=threads or [torch.get_num_threads()], backends=backend, calibration=calibrate,

@@ -183,7 +183,7 @@ def _exported(
     """``folded`` written in the backend's format and run in its runtime."""
     name, int8, _ = _BACKENDS[backend]
     fmt = FORMATS[name]  # type: ignore[index]
-    if not fmt.stored_ranges:  # e.g. the PT2E flow of pte-int8 calibrates its own
+    if not fmt.stored_ranges:  # a format whose int8 writer takes no ranges
         activation_ranges = None
     if int8 and calibration is None and activation_ranges is None:
         raise ValueError(f"backend {backend!r} quantizes to int8 and needs calibration images (calibration=...)")

@@ -103,8 +103,8 @@ def export_output_path(path: str | os.PathLike[str], fmt: str) -> tuple[Path, st
 
 def stored_activation_ranges(weights: Iterable[str | os.PathLike[str]]) -> tuple[dict[str, tuple[float, int]], str] | None:
     """The int8 activation ranges that weights files already carry, as uint8 (scale, zero point)
-    by module path (the ``activation_ranges`` the tflite-int8 and onnx-int8 exporters take; the
-    PT2E flow of pte-int8 calibrates its own), and where they came from; None when they carry none.
+    by module path (the ``activation_ranges`` every int8 exporter takes), and where they came
+    from; None when they carry none.
 
     Google's quantized TF Lite files hold the ranges they were trained with; a ``--qat`` run's
     safetensors holds the ranges it learned (metadata ``mobilenet_int8_ranges``).

@@ -116,6 +116,10 @@ def _range_overrides(model: Any, ranges: dict[str, tuple[float, int]]) -> dict[s
 
     from ..spec import build_layers
 
+    # The activations are uint8 here; ranges read from an int8 file (one of ours, brought back as
+    # weights) have zero points in [-128, 127]: the same grid, shifted by 128.
+    if any(zero < 0 for _, zero in ranges.values()):
+        ranges = {k: (scale, zero + 128) for k, (scale, zero) in ranges.items()}
     config = onnx_config_from_model(model)
     if config is None:
         raise ValueError("the ONNX file carries no mobilenet_config; export it with mobilenet.export")
@@ -267,7 +271,9 @@ def _reader(
     extra: dict[str, Any] = {"TensorQuantOverrides": _weight_overrides(model)}
     config = None
     if activation_ranges is not None:
-        extra["TensorQuantOverrides"].update(_range_overrides(model, {"input": (1 / 128, 128), **activation_ranges}))
+        lowest = -128 if any(zero < 0 for _, zero in activation_ranges.values()) else 0  # int8 or uint8 ranges
+        ranges = {"input": (1 / 128, 128 + lowest), **activation_ranges}
+        extra["TensorQuantOverrides"].update(_range_overrides(model, ranges))
         if calibration is None:  # every activation's range is fixed; the calibrator only needs to run
             config = onnx_config_from_model(model)
             if config is None:
