@@ -124,14 +124,10 @@ def export_model(
         )
     scheme = None
     if format == "tflite-int8" and out.exists():
-        scheme = "uint8-grid" if _is_uint8_inside(out) else "per-channel"
+        from .runtimes.litert import tflite_input_type
+
+        scheme = "uint8-grid" if tflite_input_type(out) == "uint8" else "per-channel"
     return ExportResult(out, format, notes, source, checked, int8_scheme=scheme)
-
-
-def _is_uint8_inside(path: Path) -> bool:
-    from .runtimes.litert import tflite_input_type
-
-    return tflite_input_type(path) == "uint8"
 
 
 def train(**settings: Any) -> Any:

@@ -42,7 +42,9 @@ __all__ = [
     "ranges_from_metadata",
     "ranges_to_metadata",
     "split_for_int8",
+    "uint8_grid",
     "uint8_qparams",
+    "with_input_range",
 ]
 
 CALIBRATION_METHODS = ("minmax", "percentile")
@@ -280,6 +282,15 @@ def grid_step(w: np.ndarray) -> float | None:
     if units[-1] > 255 or np.abs(values / step - units).max() > 1e-3:
         return None
     return step
+
+
+def with_input_range(ranges: Mapping[str, tuple[float, int]]) -> tuple[dict[str, tuple[float, int]], int]:
+    """Stored activation ranges, (scale, zero point) by module path, with the input's [-1, 1]
+    mapping (scale 1/128) added unless they carry their own (a QAT run's do); and the lowest
+    quantized value of their kind: 0 for uint8 ranges (Google's files, ``--qat`` runs), -128 for
+    an int8 file's brought back as weights (there a ReLU's output has zero point -128)."""
+    lowest = -128 if any(zero < 0 for _, zero in ranges.values()) else 0
+    return {"input": (1 / 128, 128 + lowest), **ranges}, lowest
 
 
 def uint8_grid(w: np.ndarray) -> tuple[float, int] | None:

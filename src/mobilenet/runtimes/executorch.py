@@ -121,9 +121,9 @@ def _range_key(node: torch.fx.Node, ranges: Mapping[str, Any]) -> str | None:
 def _set_ranges(prepared: torch.fx.GraphModule, ranges: Mapping[str, tuple[float, int]]) -> None:
     """Puts uint8 (scale, zero point) ``ranges`` (those the weights were trained with) into every
     activation observer of a prepared program, so that int8 computes on the weights' own ranges."""
-    # uint8 ranges (Google's files, --qat) span [0, 255]; an int8 file's read back, [-128, 127].
-    lowest = -128 if any(zero < 0 for _, zero in ranges.values()) else 0
-    ranges = {"input": (1 / 128, 128 + lowest), **ranges}
+    from ..quantize import with_input_range
+
+    ranges, lowest = with_input_range(ranges)
     for node in prepared.graph.nodes:
         observer = getattr(prepared, str(node.target), None) if node.op == "call_module" else None
         if observer is None or not hasattr(observer, "min_val") or getattr(observer, "ch_axis", None) is not None:

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from ..checkpoint import CONFIG_KEY, WeightsFileError, atomic_write, config_from_metadata
 from ..extras import require
 from ..model import MobileNetV1, TFSamePad2d
-from ..quantize import calibrate_ranges, channel_scales, conv_units, qparams, uint8_grid
+from ..quantize import calibrate_ranges, channel_scales, conv_units, qparams, uint8_grid, with_input_range
 from ..spec import MobileNetConfig
 from ..weights.tflite import load_tflite, read_tflite
 from .common import check_outputs
@@ -123,10 +123,9 @@ def google_ranges(uint8_ranges: dict[str, tuple[float, int]]) -> dict[str, tuple
 
     Ranges read from an int8 file (one we wrote, brought back as weights) are int8 already: there
     a ReLU's output has zero point -128, which no uint8 file has, and they are kept as they are."""
-    shift = 0 if any(zero < 0 for _, zero in uint8_ranges.values()) else 128
-    out = {"input": (1 / 128, 0)}
-    out.update({k: (scale, zero - shift) for k, (scale, zero) in uint8_ranges.items()})
-    return out
+    ranges, lowest = with_input_range(uint8_ranges)
+    shift = 128 + lowest  # 0 for int8 ranges
+    return {k: (scale, zero - shift) for k, (scale, zero) in ranges.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +256,7 @@ class Uint8GridQuantizer(Int8Quantizer):
     conv_version, op_version = 1, 1
 
     def __init__(self, ranges: dict[str, tuple[float, int]]) -> None:
-        super().__init__({"input": (1 / 128, 128), **ranges}, per_channel=False, fixed=True)
+        super().__init__(with_input_range(ranges)[0], per_channel=False, fixed=True)
 
     @staticmethod
     def fits(convs: Iterable[np.ndarray], ranges: dict[str, tuple[float, int]]) -> bool:
@@ -346,6 +345,7 @@ class TFLiteOps:
 def _build(
     folded: MobileNetV1,
     size: tuple[int, int],
+    convs: Sequence[TFLiteConv],
     quantizer: Int8Quantizer | None,
     config_json: str,
 ) -> bytes:
@@ -360,7 +360,7 @@ def _build(
     inputs = [x]
     key = "input"
     shape = [1, h, w, config.in_chans]
-    for c in tflite_convs(folded, size):
+    for c in convs:
         x, x_scale, shape = ops.padded_conv(x, x_scale, key, shape, c, fused)
         key = c.name
     logits = _head(ops, folded, x, x_scale, key, shape)
@@ -428,10 +428,11 @@ def export_tflite(
         raise TypeError(f"TF Lite export takes a MobileNetV1, got {type(model).__name__}")
     size = resolution or config.resolution
     folded = fold_batchnorm(model)
+    convs = tflite_convs(folded, (size, size))
     quantizer = None
     if int8:
         if activation_ranges is not None:  # the ranges the weights were trained with win
-            weights = [c.weight for c in tflite_convs(folded, (size, size))]
+            weights = [c.weight for c in convs]
             if folded.config.num_classes > 0:
                 weights.append(folded.classifier.weight.detach().float().numpy())  # type: ignore[union-attr]
             if keep_grid and per_channel and Uint8GridQuantizer.fits(weights, activation_ranges):
@@ -446,7 +447,7 @@ def export_tflite(
                 "tflite-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)"
             )
     config_json = json.dumps(config.replace(resolution=size).to_dict())
-    data = _build(folded, (size, size), quantizer, config_json)
+    data = _build(folded, (size, size), convs, quantizer, config_json)
 
     def write(tmp: str) -> None:
         Path(tmp).write_bytes(data)

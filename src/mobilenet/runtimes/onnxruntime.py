@@ -267,13 +267,13 @@ def _reader(
     and no images were given, the config read from the model (``config``)."""
     import onnx
 
+    from ..quantize import with_input_range
+
     model = onnx.load(str(prepared))
     extra: dict[str, Any] = {"TensorQuantOverrides": _weight_overrides(model)}
     config = None
     if activation_ranges is not None:
-        lowest = -128 if any(zero < 0 for _, zero in activation_ranges.values()) else 0  # int8 or uint8 ranges
-        ranges = {"input": (1 / 128, 128 + lowest), **activation_ranges}
-        extra["TensorQuantOverrides"].update(_range_overrides(model, ranges))
+        extra["TensorQuantOverrides"].update(_range_overrides(model, with_input_range(activation_ranges)[0]))
         if calibration is None:  # every activation's range is fixed; the calibrator only needs to run
             config = onnx_config_from_model(model)
             if config is None:
