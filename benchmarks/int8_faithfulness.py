@@ -6,7 +6,10 @@ Candidates, each written from Google's .tflite as weights:
   - tflite-int8:            ours, the default (`export --format tflite-int8`): Google's ranges and
                             Google's uint8 weight grid kept, run in LiteRT
   - tflite-int8 per-channel: ours with `--int8-scheme per-channel` (int8 weights per channel)
-  - pte-int8:               ours, the default: Google's ranges, run in ExecuTorch (XNNPACK)
+  - pte-int8:               ours, the default: Google's ranges and uint8 weight grid kept, run in
+                            ExecuTorch (XNNPACK's uint8 kernels)
+  - pte-int8 per-channel:   ours with `--int8-scheme per-channel`: Google's ranges, int8 weights
+                            per channel
   - pte-int8 calibrated:    ours with `--recalibrate --calibration flowers/train` (256 photos)
 
 Photos: the 200 flowers val photos and the 8 reference photos (208), each model's own
@@ -36,6 +39,7 @@ CANDIDATES = {  # name: (format, export options)
     "tflite-int8": ("tflite-int8", {}),
     "tflite-int8 per-channel": ("tflite-int8", {"int8_scheme": "per-channel"}),
     "pte-int8": ("pte-int8", {}),
+    "pte-int8 per-channel": ("pte-int8", {"int8_scheme": "per-channel"}),
     "pte-int8 calibrated": ("pte-int8", {"recalibrate": True, "calibration": FLOWERS / "train"}),
 }
 

@@ -3,10 +3,13 @@
 Models: Google's MobileNet v1 1.0-224 (two files, run one after the other) and 0.25-128
 (../shared/reference/tflite), imported into ours. Candidates, batch 1, at 1 and 2 threads:
   - google-int8:  Google's own int8 .tflite in LiteRT (XNNPACK)
-  - tflite-int8:  ours (`export --format tflite-int8 --int8-scheme per-channel`, the file's own
-                  activation ranges) in LiteRT; the default scheme for Google's weights is Google's
-                  own uint8 one, which runs as fast as Google's file (benchmarks/int8_faithfulness.py)
-  - pte-int8:     ours (`export --format pte-int8`, PT2E calibrated on flowers photos) in ExecuTorch (XNNPACK)
+  - tflite-uint8: ours, the default for Google's weights (`export --format tflite-int8`): Google's
+                  uint8 arithmetic, in LiteRT (it computes what Google's file does:
+                  benchmarks/int8_faithfulness.py)
+  - pte-uint8:    ours, the default (`export --format pte-int8`): the same arithmetic in ExecuTorch
+                  (XNNPACK's uint8 kernels)
+  - tflite-int8, pte-int8: ours with `--int8-scheme per-channel` (int8 weights per channel, the
+                  file's own activation ranges)
   - tflite, pte:  ours in fp32
 Every runner is called through the library's own wrapper (float NCHW tensor in, logits out), so
 each pays the same small Python cost around the runtime.
@@ -32,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import FLOWERS, IMAGES, TFLITE, cpu_name
+from _common import IMAGES, TFLITE, cpu_name
 
 from mobilenet.bench import CallTimes, time_calls
-from mobilenet.data import image_batches, open_rgb, transforms_for
+from mobilenet.data import open_rgb, transforms_for
 from mobilenet.litert import LiteRTModel, export_tflite
 from mobilenet.pte import ExecuTorchModel, export_pte
 from mobilenet.weights import load_weights
@@ -48,29 +51,25 @@ MODELS = {
     ],
     "0.25-128": [TFLITE / "mobilenet_v1_0.25_128_quant.tflite"],
 }
-CANDIDATES = ("google-int8", "tflite-int8", "pte-int8", "tflite", "pte")
+CANDIDATES = ("google-int8", "tflite-uint8", "pte-uint8", "tflite-int8", "pte-int8", "tflite", "pte")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-def build_files(name: str, files: list[Path], folder: Path, calibration_images: int) -> tuple[dict[str, list[Path]], Any]:
-    """The five candidates' files for one model, and a photo to feed them."""
+def build_files(name: str, files: list[Path], folder: Path) -> tuple[dict[str, list[Path]], Any]:
+    """The candidates' files for one model, and a photo to feed them."""
     model = load_weights([str(f) for f in files]).eval()
     transform = transforms_for(model.config)
-    calibration = image_batches(FLOWERS / "train", model.config, limit=calibration_images, seed=2)
+    ranges = activation_quantization(files)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = {
             "google-int8": list(files),
+            "tflite-uint8": [export_tflite(model, folder / f"{name}-uint8.tflite", int8=True, activation_ranges=ranges)],
+            "pte-uint8": [export_pte(model, folder / f"{name}-uint8.pte", int8=True, activation_ranges=ranges)],
             "tflite-int8": [
-                export_tflite(
-                    model,
-                    folder / f"{name}-int8.tflite",
-                    int8=True,
-                    activation_ranges=activation_quantization(files),
-                    keep_grid=False,
-                )
+                export_tflite(model, folder / f"{name}-int8.tflite", int8=True, activation_ranges=ranges, keep_grid=False)
             ],
-            "pte-int8": [export_pte(model, folder / f"{name}-int8.pte", int8=True, calibration=calibration)],
+            "pte-int8": [export_pte(model, folder / f"{name}-int8.pte", int8=True, activation_ranges=ranges, keep_grid=False)],
             "tflite": [export_tflite(model, folder / f"{name}.tflite")],
             "pte": [export_pte(model, folder / f"{name}.pte")],
         }
@@ -106,7 +105,6 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=0.5, help="at least this long per candidate per round")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    p.add_argument("--calibration-images", type=int, default=256)
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
     missing = [str(f) for m in args.models for f in MODELS[m] if not f.is_file()]
@@ -119,7 +117,7 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory(prefix="mobilenet-mobile-") as tmp:
         for name in args.models:
-            files, photo = build_files(name, MODELS[name], Path(tmp), args.calibration_images)
+            files, photo = build_files(name, MODELS[name], Path(tmp))
             sizes = {c: sum(f.stat().st_size for f in files[c]) / 1e6 for c in CANDIDATES}
             for threads in args.threads:
                 for c, (t, ratio) in measure(files, photo, threads, args.rounds, args.seconds).items():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "conv_units",
     "grid_step",
     "int8_grid",
+    "on_uint8_grid",
     "qparams",
     "ranges_from_metadata",
     "ranges_to_metadata",
@@ -307,6 +309,15 @@ def uint8_grid(w: np.ndarray) -> tuple[float, int] | None:
     if high - low > 255:
         return None
     return step, int(np.clip(128, -low if high - low == 255 else 1 - low, 255 - high))
+
+
+def on_uint8_grid(weights: Iterable[Any], ranges: Mapping[str, tuple[float, int]]) -> bool:
+    """Whether ``ranges`` are a uint8 file's (every zero point in [0, 255]) and every weight tensor
+    lies on a uint8 grid (:func:`uint8_grid`): what an int8 writer needs to keep that file's own
+    arithmetic (Google's quantized MobileNets, imported, with their ranges)."""
+    return all(0 <= zero <= 255 for _, zero in ranges.values()) and all(
+        uint8_grid(np.asarray(w, dtype=np.float32)) is not None for w in weights
+    )
 
 
 def calibrate_ranges(

@@ -2,7 +2,9 @@
 
 Flow: ``torch.export`` of the BN-folded model → (int8: torchao's ``prepare_pt2e``/``convert_pt2e``
 with the XNNPACK quantizer: int8 weights symmetric per output channel, int8 activations calibrated
-on sample images, conv + ReLU6 quantized as one op, a quantized model's weight grid kept) → ``to_edge_transform_and_lower`` with the XNNPACK partitioner → ``.pte``. The
+on sample images or at the ranges the weights carry, conv + ReLU6 quantized as one op, a quantized
+model's weight grid kept; for Google's quantized weights with their own ranges, Google's uint8
+arithmetic itself) → ``to_edge_transform_and_lower`` with the XNNPACK partitioner → ``.pte``. The
 model's global pool is ``AdaptiveAvgPool2d``, which XNNPACK takes (a ``mean((2, 3))`` would stay
 on the portable CPU kernels).
 
@@ -12,11 +14,12 @@ program as a constant method ``mobilenet_config``, so the file alone rebuilds th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,16 @@ from ..model import MobileNetV1
 from ..spec import MobileNetConfig
 from .common import check_outputs
 
-__all__ = ["ExecuTorchModel", "export_pte", "load_pte_method", "lower_to_pte", "pte_config", "pte_constant", "run_pte"]
+__all__ = [
+    "INT8_SCHEME_KEY",
+    "ExecuTorchModel",
+    "export_pte",
+    "load_pte_method",
+    "lower_to_pte",
+    "pte_config",
+    "pte_constant",
+    "run_pte",
+]
 
 
 def _annotate_conv_clamp(gm: torch.fx.GraphModule, config: Any) -> None:
@@ -100,6 +112,82 @@ def _grid_observer() -> Any:
     return GridObserver
 
 
+def _uint8_grid_observer() -> Any:
+    """A per-tensor weight observer giving each weight tensor the uint8 grid it already lies on
+    (:func:`mobilenet.quantize.uint8_grid`): Google's own scale and zero point, nothing rounded again."""
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    from ..quantize import uint8_grid
+
+    class Uint8GridObserver(MinMaxObserver):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # The quantizer's weight spec must say "symmetric"; the grid's zero point is not 128.
+            self.qscheme = torch.per_tensor_affine
+
+        def forward(self, x: Tensor) -> Tensor:
+            self.last = x.detach()
+            return super().forward(x)
+
+        def calculate_qparams(self) -> tuple[Tensor, Tensor]:
+            grid = uint8_grid(self.last.float().numpy())
+            if grid is None:
+                raise ValueError("weights off a uint8 grid cannot keep Google's arithmetic; use --int8-scheme per-channel")
+            return torch.tensor([grid[0]], dtype=torch.float32), torch.tensor([grid[1]], dtype=torch.int32)
+
+    return Uint8GridObserver
+
+
+@contextlib.contextmanager
+def _xnnpack_takes_uint8() -> Iterator[None]:
+    """For the time of a lowering, lets ExecuTorch's XNNPACK delegate take uint8 programs.
+
+    XNNPACK runs uint8 ("qu8") convolutions with a weight zero point natively, which Google's
+    arithmetic needs (its int8 weights must be symmetric), but ExecuTorch 1.x serializes every
+    per-tensor quantized value as int8 and keeps uint8 quantize/dequantize ops out of its
+    partitions. Two hooks fix that: uint8 values are written as XNNPACK's quint8, and uint8
+    quantize/dequantize ops join the partition, so the whole network is one XNNPACK subgraph.
+    """
+    from executorch.backends.xnnpack.operators import node_visitor
+    from executorch.backends.xnnpack.partition.config import xnnpack_config
+    from executorch.backends.xnnpack.serialization.xnnpack_graph_schema import XNNDatatype
+    from executorch.backends.xnnpack.utils.quant_utils import is_dequant, is_quant
+
+    visitor, config = node_visitor.NodeVisitor, xnnpack_config.XNNPartitionerConfig
+    serialized_dtype, valid_dtype = visitor.get_serialized_dtype, config._check_node_has_valid_dtype
+
+    def get_serialized_dtype(self: Any, quant_params: Any, node: Any, **kwargs: Any) -> Any:
+        dtype = serialized_dtype(self, quant_params, node, **kwargs)
+        if quant_params is not None and not quant_params.per_channel and quant_params.dtype == torch.uint8:
+            return XNNDatatype.xnn_datatype_quint8
+        return dtype
+
+    def check_node_has_valid_dtype(self: Any, node: Any) -> bool:
+        if node.op == "call_function" and (is_quant(node) or is_dequant(node)):
+            ok = {torch.float32, torch.uint8, torch.int32}
+            return bool(self._check_inputs_are_valid_dtypes(node, ok) and self._check_outputs_are_valid_dtypes(node, ok))
+        return bool(valid_dtype(self, node))
+
+    visitor.get_serialized_dtype, config._check_node_has_valid_dtype = get_serialized_dtype, check_node_has_valid_dtype
+    try:
+        yield
+    finally:
+        visitor.get_serialized_dtype, config._check_node_has_valid_dtype = serialized_dtype, valid_dtype
+
+
+def _all_delegated(program: Any) -> bool:
+    """Whether a lowered program's graph is only XNNPACK delegate calls (no op left to ExecuTorch's
+    portable kernels, which a phone's XNNPACK-only runtime may not have)."""
+    for node in program.graph_module.graph.nodes:
+        if (
+            node.op == "call_function"
+            and "executorch_call_delegate" not in str(node.target)
+            and "getitem" not in str(node.target)
+        ):
+            return False
+    return True
+
+
 def _range_key(node: torch.fx.Node, ranges: Mapping[str, Any]) -> str | None:
     """The activation (a key of ``ranges``: a conv unit's path, ``global_pool``, ``classifier``,
     ``input``) whose values ``node`` carries. A pad, flatten or dropout carries its input's, as
@@ -140,18 +228,34 @@ def _set_ranges(prepared: torch.fx.GraphModule, ranges: Mapping[str, tuple[float
 
 
 def _quantize(
-    program: Any, calibration: Iterable[Tensor] | None, ranges: Mapping[str, tuple[float, int]] | None = None
+    program: Any,
+    calibration: Iterable[Tensor] | None,
+    ranges: Mapping[str, tuple[float, int]] | None = None,
+    *,
+    uint8: bool = False,
 ) -> torch.nn.Module:
+    """``program`` quantized: int8 with per-channel weights, or with ``uint8`` Google's own
+    arithmetic (uint8 activations, each weight tensor on its uint8 grid; needs ``ranges``)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e import MinMaxObserver
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import QuantizationSpec
 
-    config = get_symmetric_quantization_config(is_per_channel=True)
+    config = get_symmetric_quantization_config(is_per_channel=not uint8)
     # XNNPACK's default activation observer is a histogram with L2-optimal clipping: on these
     # models it agreed less often with the float model than plain min/max ranges and made
     # calibration about 20x slower (measured on 0.25-128, flowers photos).
     act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
     weight = dataclasses.replace(config.weight, observer_or_fake_quant_ctr=_grid_observer().with_args(eps=2**-12))
+    if uint8:
+        act = QuantizationSpec(
+            dtype=torch.uint8, quant_min=0, quant_max=255, qscheme=torch.per_tensor_affine,
+            observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
+        )  # fmt: skip
+        weight = QuantizationSpec(
+            dtype=torch.uint8, quant_min=0, quant_max=255, qscheme=torch.per_tensor_symmetric,
+            observer_or_fake_quant_ctr=_uint8_grid_observer(),
+        )  # fmt: skip
     config = dataclasses.replace(config, input_activation=act, output_activation=act, weight=weight)
 
     class Quantizer(XNNPACKQuantizer):  # type: ignore[misc]
@@ -179,6 +283,10 @@ def _quantize(
     return convert_pt2e(prepared)
 
 
+#: The constant method saying which int8 arithmetic a program computes: "uint8-grid" or "per-channel".
+INT8_SCHEME_KEY = "mobilenet_int8_scheme"
+
+
 def export_pte(
     model: MobileNetV1,
     path: str | os.PathLike[str],
@@ -187,25 +295,41 @@ def export_pte(
     int8: bool = False,
     calibration: Iterable[Tensor] | None = None,
     activation_ranges: Mapping[str, tuple[float, int]] | None = None,
+    keep_grid: bool = True,
 ) -> Path:
     """Writes ``model`` (BN folded here) as an XNNPACK-delegated ExecuTorch program, batch 1.
 
     ``int8`` needs ``calibration`` batches of preprocessed images like the real inputs, or
     ``activation_ranges``: uint8 (scale, zero point) by module path, those the weights were
     trained with (Google's quantized files, a ``--qat`` run), which are then used as they are.
+
+    Weights that are a uint8 file's (Google's quantized MobileNets, imported), exported with that
+    file's own ranges, keep Google's arithmetic unless ``keep_grid=False``: uint8 activations,
+    each weight tensor on the grid it already lies on, run by XNNPACK's uint8 kernels; the
+    program then computes what Google's file computes. Otherwise int8 weights are per channel
+    (about 2.5x faster in XNNPACK, re-rounding the channels that do not fit int8). The program
+    records which in its constant method ``mobilenet_int8_scheme``.
     """
     from ..model import fold_batchnorm
+    from ..quantize import on_uint8_grid
 
     config = getattr(model, "config", None)
     if not isinstance(model, MobileNetV1) or not isinstance(config, MobileNetConfig):
         raise TypeError(f"ExecuTorch export takes a MobileNetV1, got {type(model).__name__}")
     size = resolution or config.resolution
     example = torch.zeros(1, config.in_chans, size, size)
-    config_json = json.dumps(config.replace(resolution=size).to_dict())
+    folded = fold_batchnorm(model)
+    constants = {CONFIG_KEY: json.dumps(config.replace(resolution=size).to_dict())}
+    uint8 = False
+    if int8:
+        weights = [
+            m.weight.detach().float().numpy() for m in folded.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+        ]
+        uint8 = bool(keep_grid and activation_ranges is not None and on_uint8_grid(weights, activation_ranges))
+        constants[INT8_SCHEME_KEY] = "uint8-grid" if uint8 else "per-channel"
     return lower_to_pte(
-        fold_batchnorm(model), path, example, {CONFIG_KEY: config_json}, int8=int8, calibration=calibration,
-        activation_ranges=activation_ranges,
-    )  # fmt: skip
+        folded, path, example, constants, int8=int8, calibration=calibration, activation_ranges=activation_ranges, uint8=uint8
+    )
 
 
 def lower_to_pte(
@@ -217,25 +341,34 @@ def lower_to_pte(
     int8: bool = False,
     calibration: Iterable[Tensor] | None = None,
     activation_ranges: Mapping[str, tuple[float, int]] | None = None,
+    uint8: bool = False,
 ) -> Path:
     """Any BN-folded network as an XNNPACK-delegated ExecuTorch program at ``example``'s shape, with
-    ``constants`` (name → string: our configs) as constant methods; int8 calibrated on ``calibration``."""
+    ``constants`` (name → string: our configs) as constant methods; int8 calibrated on ``calibration``
+    or on ``activation_ranges``; ``uint8``: Google's arithmetic (see :func:`export_pte`)."""
     require("executorch", *(("torchao",) if int8 else ()), purpose="ExecuTorch export")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     if int8 and calibration is None and activation_ranges is None:
         raise ValueError("pte-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
-    with warnings.catch_warnings():
+    if uint8 and activation_ranges is None:
+        raise ValueError("Google's uint8 arithmetic needs the ranges the weights were trained with")
+    with warnings.catch_warnings(), _xnnpack_takes_uint8() if uint8 else contextlib.nullcontext():
         warnings.simplefilter("ignore")  # torchao and exir announce deprecations of their own internals
         if int8:
             # Calibrate on whole batches (a free batch dimension), then fix batch 1 for the phone.
             batch = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
             free = torch.export.export(module, (example.expand(2, -1, -1, -1).contiguous(),), dynamic_shapes=batch)
-            program = torch.export.export(_quantize(free, calibration, activation_ranges), (example,))  # type: ignore[arg-type]
+            quantized = _quantize(free, calibration, activation_ranges, uint8=uint8)
+            program = torch.export.export(quantized, (example,))  # type: ignore[arg-type]
         else:
             program = torch.export.export(module, (example,))
         edge = to_edge_transform_and_lower({"forward": program}, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+        if uint8 and not _all_delegated(edge.exported_program()):
+            raise RuntimeError(
+                "this ExecuTorch left part of the uint8 program outside XNNPACK; export with --int8-scheme per-channel"
+            )
         buffer = edge.to_executorch().buffer
 
     def write(tmp: str) -> None:

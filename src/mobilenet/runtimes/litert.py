@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from ..checkpoint import CONFIG_KEY, WeightsFileError, atomic_write, config_from_metadata
 from ..extras import require
 from ..model import MobileNetV1, TFSamePad2d
-from ..quantize import calibrate_ranges, channel_scales, conv_units, qparams, uint8_grid, with_input_range
+from ..quantize import calibrate_ranges, channel_scales, conv_units, on_uint8_grid, qparams, uint8_grid, with_input_range
 from ..spec import MobileNetConfig
 from ..weights.tflite import load_tflite, read_tflite
 from .common import check_outputs
@@ -258,11 +258,6 @@ class Uint8GridQuantizer(Int8Quantizer):
     def __init__(self, ranges: dict[str, tuple[float, int]]) -> None:
         super().__init__(with_input_range(ranges)[0], per_channel=False, fixed=True)
 
-    @staticmethod
-    def fits(convs: Iterable[np.ndarray], ranges: dict[str, tuple[float, int]]) -> bool:
-        """Whether ``ranges`` are a uint8 file's and every weight tensor lies on a uint8 grid."""
-        return all(0 <= zero <= 255 for _, zero in ranges.values()) and all(uint8_grid(w) is not None for w in convs)
-
     def weight(
         self, w: np.ndarray, axis: int, bias: np.ndarray, in_scale: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -435,7 +430,7 @@ def export_tflite(
             weights = [c.weight for c in convs]
             if folded.config.num_classes > 0:
                 weights.append(folded.classifier.weight.detach().float().numpy())  # type: ignore[union-attr]
-            if keep_grid and per_channel and Uint8GridQuantizer.fits(weights, activation_ranges):
+            if keep_grid and per_channel and on_uint8_grid(weights, activation_ranges):
                 quantizer = Uint8GridQuantizer(activation_ranges)
             else:
                 quantizer = Int8Quantizer(google_ranges(activation_ranges), per_channel=per_channel, fixed=True)
