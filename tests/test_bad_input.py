@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .conftest import build_once
 from .reference import TFLITE
 
 SMALL = TFLITE / "mobilenet_v1_0.25_128_quant.tflite"
@@ -657,37 +658,42 @@ def test_resume_with_other_classes_is_refused(tree, tmp_path):
     assert (out / "last.safetensors").read_bytes() == before
 
 
-@pytest.fixture(scope="module")
-def exported(tree) -> Path:
-    """Our w25 exported to each runtime's format, then damaged: truncated, or with its stored config
-    replaced (a list, null, an impossible class count, a class count its graph contradicts)."""
-    from mobilenet import mobilenet_v1
-    from mobilenet.export import export_model
-    from mobilenet.extras import missing
-    from mobilenet.formats import FORMATS
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> Path:
+    """A model like our w25 (α 0.25, 32 px, 10 classes) exported to each runtime's format, then
+    damaged: truncated, or with its stored config replaced (a list, null, an impossible class
+    count, a class count its graph contradicts). Built once for the run (the exports take a while)."""
 
-    model = mobilenet_v1(weights=W.format(root=tree)).eval()
-    folder = tree / "exported"
-    folder.mkdir()
-    for fmt in ("onnx", "tflite", "pte"):
-        if missing(*FORMATS[fmt].needs):
-            continue
-        good = export_model(model, folder / f"ours.{fmt}", fmt)
-        data = good.read_bytes()
-        (folder / f"trunc.{fmt}").write_bytes(data[:100])
-        (folder / f"half.{fmt}").write_bytes(data[: len(data) // 2])
-        start = data.index(b'{"width_mult"')
-        end = data.index(b"}", start) + 1
-        config = data[start:end]
-        for name, replacement in (
-            ("list", b"[0.25, 32]"),
-            ("null", b"null"),
-            ("count", config.replace(b'"num_classes": 10', b'"num_classes": -1')),
-            ("claims", config.replace(b'"num_classes": 10', b'"num_classes":100')),  # the graph gives 10
-        ):
-            # The same length, so the container (protobuf, flatbuffer, program) stays valid.
-            (folder / f"{name}.{fmt}").write_bytes(data[:start] + replacement.ljust(len(config)) + data[end:])
-    return folder
+    def build(folder: Path) -> None:
+        import torch
+
+        from mobilenet import mobilenet_v1
+        from mobilenet.export import export_model
+        from mobilenet.extras import missing
+        from mobilenet.formats import FORMATS
+
+        torch.manual_seed(0)
+        model = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10).eval()
+        for fmt in ("onnx", "tflite", "pte"):
+            if missing(*FORMATS[fmt].needs):
+                continue
+            good = export_model(model, folder / f"ours.{fmt}", fmt)
+            data = good.read_bytes()
+            (folder / f"trunc.{fmt}").write_bytes(data[:100])
+            (folder / f"half.{fmt}").write_bytes(data[: len(data) // 2])
+            start = data.index(b'{"width_mult"')
+            end = data.index(b"}", start) + 1
+            config = data[start:end]
+            for name, replacement in (
+                ("list", b"[0.25, 32]"),
+                ("null", b"null"),
+                ("count", config.replace(b'"num_classes": 10', b'"num_classes": -1')),
+                ("claims", config.replace(b'"num_classes": 10', b'"num_classes":100')),  # the graph gives 10
+            ):
+                # The same length, so the container (protobuf, flatbuffer, program) stays valid.
+                (folder / f"{name}.{fmt}").write_bytes(data[:start] + replacement.ljust(len(config)) + data[end:])
+
+    return build_once(tmp_path_factory, "damaged-exports", build)
 
 
 CORRUPT = [

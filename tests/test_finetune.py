@@ -20,6 +20,7 @@ import torch
 
 from mobilenet.train import TrainConfig, train
 
+from .conftest import build_once
 from .reference import REFERENCE, TFLITE
 
 FLOWERS = REFERENCE.parent / "data" / "flowers"
@@ -43,15 +44,19 @@ def summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finetuned(tmp_path_factory) -> Path:
-    """The README's fine-tuning command, on Google's 0.25-128 model (the CI-sized one)."""
-    out = tmp_path_factory.mktemp("ft") / "run"
-    proc = mobilenet("train", "--data", str(FLOWERS), "--weights", str(SMALL), "--epochs", "4", "--out", str(out))
-    first = proc.stdout.splitlines()[0]
+    """The README's fine-tuning command, on Google's 0.25-128 model (the CI-sized one), run once
+    for the whole suite (its users only read the run folder)."""
+
+    def fine_tune(folder: Path) -> None:
+        proc = mobilenet("train", "--data", str(FLOWERS), "--weights", str(SMALL), "--epochs", "4", "--out", str(folder / "run"))
+        (folder / "stdout.txt").write_text(proc.stdout)
+
+    folder = build_once(tmp_path_factory, "flowers-finetune", fine_tune)
+    first = (folder / "stdout.txt").read_text().splitlines()[0]
     assert first.startswith("recipe: fine-tuning recipe") and "BN frozen" in first
-    (out.parent / "stdout.txt").write_text(proc.stdout)
-    return out
+    return folder / "run"
 
 
 @pytest.mark.slow
