@@ -143,7 +143,7 @@ def _xnnpack_takes_uint8() -> Iterator[None]:
     """For the time of a lowering, lets ExecuTorch's XNNPACK delegate take uint8 programs.
 
     XNNPACK runs uint8 ("qu8") convolutions with a weight zero point natively, which Google's
-    arithmetic needs (its int8 weights must be symmetric), but ExecuTorch 1.x serializes every
+    arithmetic needs (its int8 weights must be symmetric), but ExecuTorch 1.5 serializes every
     per-tensor quantized value as int8 and keeps uint8 quantize/dequantize ops out of its
     partitions. Two hooks fix that: uint8 values are written as XNNPACK's quint8, and uint8
     quantize/dequantize ops join the partition, so the whole network is one XNNPACK subgraph.
