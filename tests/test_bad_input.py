@@ -672,8 +672,9 @@ def exported(tmp_path_factory) -> Path:
         from mobilenet.extras import missing
         from mobilenet.formats import FORMATS
 
-        torch.manual_seed(0)
-        model = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10).eval()
+        with torch.random.fork_rng():  # whichever worker builds this, its own random stream stays as it was
+            torch.manual_seed(0)
+            model = mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10).eval()
         for fmt in ("onnx", "tflite", "pte"):
             if missing(*FORMATS[fmt].needs):
                 continue

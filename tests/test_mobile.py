@@ -233,7 +233,7 @@ def test_pte_int8_of_googles_weights_computes_what_googles_file_does(tmp_path: P
 
 @needs_shared
 @pytest.mark.skipif(not has_executorch, reason="the mobile extra (executorch, torchao) is not installed")
-def test_bench_executorch_int8_takes_the_weights_ranges(google: tuple) -> None:
+def test_bench_executorch_int8_takes_the_weights_ranges(google: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     # `bench --backend executorch-int8 --weights google.tflite`: the file's ranges go to the PT2E
     # flow as to the other int8 backends, so no calibration images are asked for.
     from mobilenet.bench import run_grid
@@ -246,12 +246,20 @@ def test_bench_executorch_int8_takes_the_weights_ranges(google: tuple) -> None:
         asked.append(res)
         return [torch.rand(2, 3, res, res) * 2 - 1]
 
+    # `--int8-scheme per-channel`: the int8 form, not the default Google's uint8 scheme.
+    import mobilenet.deploy as deploy
+    from mobilenet.runtimes.executorch import INT8_SCHEME_KEY, pte_constant
+
+    made, real = [], deploy.optimize
+    monkeypatch.setattr(deploy, "optimize", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     rows = run_grid(
         lambda a, r: model, widths=[0.25], resolutions=[128], batch_sizes=[1], threads=[1], backends=["executorch-int8"],
-        calibration=calibration, activation_ranges=activation_quantization(GOOGLE_025), warmup=1, iters=2, min_seconds=0.0,
+        calibration=calibration, activation_ranges=activation_quantization(GOOGLE_025), warmup=1, iters=2,
+        min_seconds=0.0, keep_grid=False,
     )  # fmt: skip
     assert asked == []
     assert len(rows) == 1 and rows[0].median_ms > 0
+    assert len(made) == 1 and pte_constant(made[0].path, INT8_SCHEME_KEY) == "per-channel"
 
 
 @needs_shared

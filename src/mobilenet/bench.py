@@ -285,12 +285,14 @@ def run_grid(
     min_seconds: float = 1.0,
     report: Callable[[Timing], None] | None = None,
     skipped: Callable[[str, str], None] | None = None,
+    keep_grid: bool = True,
 ) -> list[Timing]:
     """Times every backend over the α x resolution x batch x threads grid.
 
     ``build(α, resolution)`` makes the model; int8 backends take ``activation_ranges`` (a TF Lite
-    model's own) if given, else ``calibration(resolution)`` batches; executorch-int8 always takes
-    ``calibration``. A backend that is not installed is reported once through ``skipped`` and left out.
+    model's own) if given, else ``calibration(resolution)`` batches; weights on a uint8 file's grid
+    with that file's ranges keep its uint8 scheme in litert-int8 and executorch-int8, as export's
+    default does (``keep_grid=False``: int8 per-channel instead). A backend that is not installed is reported once through ``skipped`` and left out.
     """
     from .deploy import backend_available, optimize
 
@@ -317,6 +319,7 @@ def run_grid(
                     calibration=calib,
                     activation_ranges=ranges,
                     resolution=res,
+                    keep_grid=keep_grid,
                 )
                 for n_threads in threads:
                     runner = predictor.with_threads(n_threads)

@@ -254,7 +254,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.weights, width_mult=args.width_mult, resolution=args.resolution, num_classes=args.num_classes,
         batch_size=args.batch_size, threads=args.threads, backend=args.backend, warmup=args.warmup, iters=args.iters,
         min_seconds=args.min_seconds, per_layer=args.per_layer, calibration=args.calibration,
-        calibration_images=args.calibration_images, plot=args.plot,
+        calibration_images=args.calibration_images, int8_scheme=args.int8_scheme, plot=args.plot,
         report=None if args.json else lambda t: print(format_timing(t), flush=True),
         note=lambda text: print(f"note: {text}" if text.startswith("int8") else text, file=sys.stderr),
     )  # fmt: skip
@@ -496,7 +496,7 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
                 "tflite-int8 and pte-int8. auto: weights on a uint8 file's grid exported with that file's own "
                 "ranges (Google's quantized files) keep its uint8 arithmetic and compute what it does; others "
                 "get int8 per-channel weights. per-channel: always int8 per-channel (about 2x faster in LiteRT "
-                "and 2.5x in ExecuTorch at 1.0-224; on Google's four models 4 points less to 2 more top-1 "
+                "and ExecuTorch at 1.0-224; on Google's four models 4 points less to 2 more top-1 "
                 "agreement with float). Classifiers only")}),
             (("-o", "--output"), {"help": "output file (default: next to the name of the weights)"}),
         ], _export),
@@ -514,6 +514,9 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
             (("--per-layer",), {"action": "store_true", "help": "profile each layer (eager): share of time vs share of Mult-Adds"}),
             (("--calibration",), {"type": _folder, "help": "int8: folder of sample images (default: random inputs, speed only)"}),
             (("--calibration-images",), {"type": _CALIBRATION_IMAGES, "default": 64}),
+            (("--int8-scheme",), {"choices": ["auto", "per-channel"], "default": "auto", "help": (
+                "litert-int8, executorch-int8 of Google's quantized weights: auto times Google's own uint8 "
+                "arithmetic (export's default), per-channel the faster int8 form")}),
             (("--plot",), {"help": "PNG: latency against Mult-Adds over the α x resolution grid"}),
             _JSON,
         ], _bench),

@@ -263,6 +263,7 @@ def bench(
     per_layer: bool = False,
     calibration: str | os.PathLike[str] | None = None,
     calibration_images: int = 64,
+    int8_scheme: str = "auto",
     plot: str | os.PathLike[str] | None = None,
     report: Callable[[Any], None] | None = None,
     note: Callable[[str], None] | None = None,
@@ -271,7 +272,7 @@ def bench(
     batch x threads grid (``per_layer``: the per-layer profile instead). The weights fix α (a
     different ``width_mult`` is an error); without weights each α is a random init. int8 takes
     the ranges the weights carry, else ``calibration`` images, else random inputs (speed only;
-    said through ``note``). ``report`` sees each timing as it comes; ``plot`` (a PNG) is checked
+    said through ``note``); ``int8_scheme`` as for :func:`export_model`. ``report`` sees each timing as it comes; ``plot`` (a PNG) is checked
     before the timings and written after them."""
     import torch
 
@@ -319,14 +320,14 @@ def bench(
     if stored is not None:
         note(f"int8 backends use the activation ranges the weights carry ({stored[1]}), as export does")
         kept = [b for b in ("litert-int8", "executorch-int8") if b in backend]
-        if kept:
+        if kept and int8_scheme == "auto":
             note(f"{' and '.join(kept)} of weights on a uint8 grid keep Google's uint8 scheme, as export's default does; "
-                 "export --int8-scheme per-channel writes the faster int8 form")  # fmt: skip
+                 "--int8-scheme per-channel times the faster int8 form")  # fmt: skip
     result.timings = run_grid(
         build, activation_ranges=stored[0] if stored else None, widths=widths, resolutions=resolutions,
         batch_sizes=batch_size, threads=threads or [torch.get_num_threads()], backends=backend, calibration=calibrate,
         warmup=warmup, iters=iters, min_seconds=min_seconds, report=report,
-        skipped=lambda b, why: note(f"skipping {b}: {why}"),
+        skipped=lambda b, why: note(f"skipping {b}: {why}"), keep_grid=int8_scheme == "auto",
     )  # fmt: skip
     if not result.timings:
         raise ValueError("no backend could run; see the messages above")

@@ -133,6 +133,7 @@ def optimize(
     activation_ranges: dict[str, tuple[float, int]] | None = None,
     workdir: str | os.PathLike[str] | None = None,
     resolution: int | None = None,
+    keep_grid: bool = True,
 ) -> Predictor:
     """The fastest form of ``model`` on ``backend`` (see the module docstring), ready to call.
 
@@ -141,6 +142,8 @@ def optimize(
     model's own, from :func:`mobilenet.weights.tflite.activation_quantization`) is needed by the
     int8 backends;
     ``workdir`` keeps the ONNX files the ONNX backends write (default: a temporary folder).
+    ``keep_grid=False``: litert-int8 and executorch-int8 of weights on a uint8 file's grid with its
+    ranges use int8 per-channel weights (faster) instead of that file's own uint8 arithmetic.
     """
     problem = backend_available(backend)
     if problem:
@@ -168,7 +171,7 @@ def optimize(
 
     folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="mobilenet-"))
     folder.mkdir(parents=True, exist_ok=True)
-    return _exported(folded, backend, folder, threads, calibration, activation_ranges, resolution)
+    return _exported(folded, backend, folder, threads, calibration, activation_ranges, resolution, keep_grid)
 
 
 def _exported(
@@ -179,6 +182,7 @@ def _exported(
     calibration: Iterable[Tensor] | None,
     activation_ranges: dict[str, tuple[float, int]] | None,
     resolution: int | None,
+    keep_grid: bool = True,
 ) -> Predictor:
     """``folded`` written in the backend's format and run in its runtime."""
     name, int8, _ = _BACKENDS[backend]
@@ -191,7 +195,7 @@ def _exported(
     assert fmt.run is not None
     path = fmt.write(
         folded, folder / f"{backend}{suffix}", resolution=resolution, dynamic_batch=True, int8=int8,
-        calibration=calibration, activation_ranges=activation_ranges,
+        calibration=calibration, activation_ranges=activation_ranges, keep_grid=keep_grid,
     )  # fmt: skip
     if backend.startswith("openvino"):
         return OpenVINOPredictor(path, backend, threads, "bf16" if backend == "openvino-bf16" else "f32")

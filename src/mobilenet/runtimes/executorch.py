@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -138,15 +139,21 @@ def _uint8_grid_observer() -> Any:
     return Uint8GridObserver
 
 
+_HOOKS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
-def _xnnpack_takes_uint8() -> Iterator[None]:
-    """For the time of a lowering, lets ExecuTorch's XNNPACK delegate take uint8 programs.
+def _xnnpack_takes_uint8() -> Iterator[list[int]]:
+    """For the time of a lowering, lets ExecuTorch's XNNPACK delegate take uint8 programs; yields a
+    one-item list counting the uint8 tensors written (none: these hooks no longer reach the
+    serializer, and the program would fail to load).
 
     XNNPACK runs uint8 ("qu8") convolutions with a weight zero point natively, which Google's
     arithmetic needs (its int8 weights must be symmetric), but ExecuTorch 1.5 serializes every
     per-tensor quantized value as int8 and keeps uint8 quantize/dequantize ops out of its
     partitions. Two hooks fix that: uint8 values are written as XNNPACK's quint8, and uint8
     quantize/dequantize ops join the partition, so the whole network is one XNNPACK subgraph.
+    A lock keeps concurrent lowerings from seeing (or leaving) the hooks.
     """
     from executorch.backends.xnnpack.operators import node_visitor
     from executorch.backends.xnnpack.partition.config import xnnpack_config
@@ -154,25 +161,31 @@ def _xnnpack_takes_uint8() -> Iterator[None]:
     from executorch.backends.xnnpack.utils.quant_utils import is_dequant, is_quant
 
     visitor, config = node_visitor.NodeVisitor, xnnpack_config.XNNPartitionerConfig
-    serialized_dtype, valid_dtype = visitor.get_serialized_dtype, config._check_node_has_valid_dtype
+    written = [0]
 
-    def get_serialized_dtype(self: Any, quant_params: Any, node: Any, **kwargs: Any) -> Any:
-        dtype = serialized_dtype(self, quant_params, node, **kwargs)
-        if quant_params is not None and not quant_params.per_channel and quant_params.dtype == torch.uint8:
-            return XNNDatatype.xnn_datatype_quint8
-        return dtype
+    with _HOOKS_LOCK:
+        serialized_dtype, valid_dtype = visitor.get_serialized_dtype, config._check_node_has_valid_dtype
 
-    def check_node_has_valid_dtype(self: Any, node: Any) -> bool:
-        if node.op == "call_function" and (is_quant(node) or is_dequant(node)):
-            ok = {torch.float32, torch.uint8, torch.int32}
-            return bool(self._check_inputs_are_valid_dtypes(node, ok) and self._check_outputs_are_valid_dtypes(node, ok))
-        return bool(valid_dtype(self, node))
+        def get_serialized_dtype(self: Any, quant_params: Any, node: Any, **kwargs: Any) -> Any:
+            dtype = serialized_dtype(self, quant_params, node, **kwargs)
+            if quant_params is not None and not quant_params.per_channel and quant_params.dtype == torch.uint8:
+                written[0] += 1
+                return XNNDatatype.xnn_datatype_quint8
+            return dtype
 
-    visitor.get_serialized_dtype, config._check_node_has_valid_dtype = get_serialized_dtype, check_node_has_valid_dtype
-    try:
-        yield
-    finally:
-        visitor.get_serialized_dtype, config._check_node_has_valid_dtype = serialized_dtype, valid_dtype
+        def check_node_has_valid_dtype(self: Any, node: Any) -> bool:
+            if valid_dtype(self, node):
+                return True
+            if node.op == "call_function" and (is_quant(node) or is_dequant(node)):
+                ok = {torch.float32, torch.uint8, torch.int32}
+                return bool(self._check_inputs_are_valid_dtypes(node, ok) and self._check_outputs_are_valid_dtypes(node, ok))
+            return False
+
+        visitor.get_serialized_dtype, config._check_node_has_valid_dtype = get_serialized_dtype, check_node_has_valid_dtype
+        try:
+            yield written
+        finally:
+            visitor.get_serialized_dtype, config._check_node_has_valid_dtype = serialized_dtype, valid_dtype
 
 
 def _all_delegated(program: Any) -> bool:
@@ -307,7 +320,7 @@ def export_pte(
     file's own ranges, keep Google's arithmetic unless ``keep_grid=False``: uint8 activations,
     each weight tensor on the grid it already lies on, run by XNNPACK's uint8 kernels; the
     program then computes what Google's file computes. Otherwise int8 weights are per channel
-    (about 2.5x faster in XNNPACK, re-rounding the channels that do not fit int8). The program
+    (about 2x faster in XNNPACK, re-rounding the channels that do not fit int8). The program
     records which in its constant method ``mobilenet_int8_scheme``.
     """
     from ..model import fold_batchnorm
@@ -354,7 +367,7 @@ def lower_to_pte(
         raise ValueError("pte-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
     if uint8 and activation_ranges is None:
         raise ValueError("Google's uint8 arithmetic needs the ranges the weights were trained with")
-    with warnings.catch_warnings(), _xnnpack_takes_uint8() if uint8 else contextlib.nullcontext():
+    with warnings.catch_warnings(), _xnnpack_takes_uint8() if uint8 else contextlib.nullcontext([1]) as uint8_written:
         warnings.simplefilter("ignore")  # torchao and exir announce deprecations of their own internals
         if int8:
             # Calibrate on whole batches (a free batch dimension), then fix batch 1 for the phone.
@@ -365,9 +378,9 @@ def lower_to_pte(
         else:
             program = torch.export.export(module, (example,))
         edge = to_edge_transform_and_lower({"forward": program}, partitioner=[XnnpackPartitioner()], constant_methods=constants)
-        if uint8 and not _all_delegated(edge.exported_program()):
+        if uint8 and (not _all_delegated(edge.exported_program()) or not uint8_written[0]):
             raise RuntimeError(
-                "this ExecuTorch left part of the uint8 program outside XNNPACK; export with --int8-scheme per-channel"
+                "this ExecuTorch could not lower the uint8 program to XNNPACK whole; export with --int8-scheme per-channel"
             )
         buffer = edge.to_executorch().buffer
 
