@@ -191,14 +191,8 @@ def _xnnpack_takes_uint8() -> Iterator[list[int]]:
 def _all_delegated(program: Any) -> bool:
     """Whether a lowered program's graph is only XNNPACK delegate calls (no op left to ExecuTorch's
     portable kernels, which a phone's XNNPACK-only runtime may not have)."""
-    for node in program.graph_module.graph.nodes:
-        if (
-            node.op == "call_function"
-            and "executorch_call_delegate" not in str(node.target)
-            and "getitem" not in str(node.target)
-        ):
-            return False
-    return True
+    calls = (str(node.target) for node in program.graph_module.graph.nodes if node.op == "call_function")
+    return all("executorch_call_delegate" in target or "getitem" in target for target in calls)
 
 
 def _range_key(node: torch.fx.Node, ranges: Mapping[str, Any]) -> str | None:
