@@ -75,7 +75,7 @@ def main() -> None:
         ranges = activation_quantization(files)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            for scheme in ("portable", "8bit-unsafe"):
+            for scheme in ("uint8-grid", "portable", "8bit-unsafe"):
                 path = write_scheme(model, ranges, scheme, folder)
                 native = run_onnx(path, x.numpy(), folder, emulated=False)
                 emulated = run_onnx(path, x.numpy(), folder, emulated=True)

@@ -11,8 +11,10 @@ Candidates, each written from Google's .tflite as weights:
   - pte-int8 per-channel:   ours with `--int8-scheme per-channel`: Google's ranges, int8 weights
                             per channel
   - pte-int8 calibrated:    ours with `--recalibrate --calibration flowers/train` (256 photos)
-  - onnx-int8:              ours, Google's ranges, run in ONNX Runtime (int8 weights per channel,
-                            split so that no CPU's integer arithmetic saturates)
+  - onnx-int8:              ours, the default: Google's ranges and uint8 weight grid kept (uint8
+                            weights per tensor), run in ONNX Runtime
+  - onnx-int8 per-channel:  ours with `--int8-scheme per-channel`: int8 weights per channel, split
+                            so that no CPU's integer arithmetic saturates
 
 Photos: the 200 flowers val photos and the 8 reference photos (208), each model's own
 preprocessing. Also printed: how often each candidate's top-1 equals Google's file's.
@@ -44,6 +46,7 @@ CANDIDATES = {  # name: (format, export options)
     "pte-int8 per-channel": ("pte-int8", {"int8_scheme": "per-channel"}),
     "pte-int8 calibrated": ("pte-int8", {"recalibrate": True, "calibration": FLOWERS / "train"}),
     "onnx-int8": ("onnx-int8", {}),
+    "onnx-int8 per-channel": ("onnx-int8", {"int8_scheme": "per-channel"}),
 }
 
 

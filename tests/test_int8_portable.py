@@ -32,13 +32,14 @@ FLOWERS = REFERENCE.parent / "data" / "flowers"
 needs_files = pytest.mark.skipif(not (have_reference() and FLOWERS.is_dir()), reason="../shared is not present")
 
 
-def _int8_weights(path: Path) -> list[tuple[str, bool, np.ndarray]]:
-    """(op, depthwise, int8 weights) of every quantized Conv and Gemm in a QDQ ONNX file."""
+def _quantized_weights(path: Path) -> list[tuple[str, bool, np.ndarray, np.ndarray, np.ndarray]]:
+    """(op, depthwise, stored integers, scale, zero point) of every quantized Conv and Gemm weight
+    in a QDQ ONNX file."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
-    inits = {i.name: i for i in model.graph.initializer}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
     found = []
     for node in model.graph.node:
@@ -46,16 +47,16 @@ def _int8_weights(path: Path) -> list[tuple[str, bool, np.ndarray]]:
             continue
         dq = producer.get(node.input[1])
         assert dq is not None and dq.op_type == "DequantizeLinear", f"{node.name}: weights are not quantized"
-        w = numpy_helper.to_array(inits[dq.input[0]])
+        w, scale, zero = (inits[name] for name in dq.input[:3])
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        found.append((node.op_type, group > 1 and group == w.shape[0], w))
+        found.append((node.op_type, group > 1 and group == w.shape[0], w, scale, zero))
     return found
 
 
 def _assert_cannot_saturate(path: Path) -> None:
-    weights = _int8_weights(path)
+    weights = _quantized_weights(path)
     assert len(weights) == 28  # conv1, 13 depthwise, 13 pointwise, the classifier
-    for op, depthwise, w in weights:
+    for op, depthwise, w, _, _ in weights:
         assert w.dtype == np.int8
         top = int(np.abs(w.astype(np.int32)).max())
         if depthwise:  # widened to 16 bits before multiplying: no pairs to saturate
@@ -84,15 +85,51 @@ def test_random_model_int8_weights_cannot_saturate(tmp_path):
 
 
 @needs_files
-def test_google_int8_keeps_its_grid_and_cannot_saturate(tmp_path):
-    """Google's 0.5-160 with its own ranges: every weight within the safe range, and the
-    depthwise weights (8 bits) exactly on Google's own grid where a channel fits."""
+def test_google_int8_keeps_googles_integers_or_cannot_saturate(tmp_path):
+    """Google's 0.5-160 with its own ranges. By default every weight tensor is stored as uint8 on
+    the grid of Google's file, per tensor: dequantized, exactly the float weights (uint8 x uint8
+    products have no int16 pair-add to saturate: the emulated-Zen 3 test below checks it).
+    ``keep_grid=False`` (per-channel int8) keeps every weight within the range no CPU saturates."""
     from mobilenet.export import stored_activation_ranges
+    from mobilenet.model import fold_batchnorm
 
     model = _google("0.5_160")
     ranges, _ = stored_activation_ranges(MODELS["0.5_160"])
     path = export_model(model, tmp_path / "g.int8.onnx", "onnx-int8", activation_ranges=ranges)
-    _assert_cannot_saturate(path)
+    stored = _quantized_weights(path)
+    folded = fold_batchnorm(model)
+    floats = [m.weight.detach().numpy() for m in folded.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(stored) == len(floats) == 28
+    for (op, _, w, scale, zero), want in zip(stored, floats):
+        assert w.dtype == np.uint8 and scale.size == 1 and zero.size == 1, op
+        dequantized = (w.astype(np.float64) - float(zero)) * float(scale)
+        np.testing.assert_allclose(dequantized, want, rtol=0, atol=float(scale) * 1e-3)
+    _assert_cannot_saturate(
+        export_model(model, tmp_path / "pc.int8.onnx", "onnx-int8", activation_ranges=ranges, keep_grid=False)
+    )
+
+
+@needs_files
+@pytest.mark.skipif(backend_available("litert-int8") is not None, reason="ai-edge-litert is not installed")
+def test_onnx_int8_of_googles_weights_computes_what_googles_file_does(tmp_path):
+    """`export --format onnx-int8` of Google's file, no calibration images: the same top-1 as
+    Google's file in LiteRT on nearly every photo, and as much agreement with float. Measured on
+    208 photos (benchmarks/int8_faithfulness.py): 0.995-1.000 the same top-1 on Google's four
+    models; per-channel int8 (before) 0.90-0.96, and 3.4 points less agreement at 0.25-128."""
+    from mobilenet.commands import export_model as export
+    from mobilenet.deploy import load_exported
+    from mobilenet.runtimes.litert import run_tflite
+
+    files = [str(f) for f in MODELS["0.25_128"]]
+    result = export(files, tmp_path / "q.onnx", "onnx-int8", check=False)
+    assert result.int8_scheme == "uint8-grid"
+    model = _google("0.25_128")
+    x = _photos(model, 128)
+    with torch.no_grad():
+        want = model(x)
+    ours, googles = load_exported(result.path)(x), run_tflite(files)(x)
+    assert _agreement(ours, googles) >= 0.97
+    assert _agreement(ours, want) >= _agreement(googles, want) - 0.02
 
 
 def _openvino_logits(path: Path, isa: str | None, x: np.ndarray) -> np.ndarray:
@@ -118,15 +155,18 @@ def _openvino_logits(path: Path, isa: str | None, x: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_openvino_int8_is_the_same_on_avx2_kernels(tmp_path):
     """On this CPU and on its AVX2 kernels (those of a CPU without VNNI), OpenVINO computes our
-    int8 file to the same logits. (ONNX Runtime has no such switch; its kernels saturate under
-    the same condition, which the weight check above rules out.)"""
+    per-channel int8 file to the same logits. (ONNX Runtime has no such switch; its kernels
+    saturate under the same condition, which the weight check above rules out.) The uint8-grid
+    file is checked under QEMU instead (below): with oneDNN capped while OpenVINO still sees this
+    CPU's AVX-512, OpenVINO picks a classifier kernel that oneDNN then refuses, which a real AVX2
+    CPU (an emulated Zen 3) does not do."""
     if backend_available("openvino-int8") is not None:
         pytest.skip("openvino is not installed")
     from mobilenet.export import stored_activation_ranges
 
     model = _google("0.25_128")
     ranges, _ = stored_activation_ranges(MODELS["0.25_128"])
-    path = export_model(model, tmp_path / "g.int8.onnx", "onnx-int8", activation_ranges=ranges)
+    path = export_model(model, tmp_path / "g.int8.onnx", "onnx-int8", activation_ranges=ranges, keep_grid=False)
     x = _photos(model, 64).numpy()
     native, avx2 = _openvino_logits(path, None, x), _openvino_logits(path, "AVX2", x)
     # The same integers: at most a rounding tie apart, one output step (the logits' scale).
@@ -135,19 +175,26 @@ def test_openvino_int8_is_the_same_on_avx2_kernels(tmp_path):
     assert (native.argmax(1) == avx2.argmax(1)).mean() >= 0.98
 
 
-_ORT_RUN = (
-    "import sys, numpy as np, onnxruntime as ort\n"
-    "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
-    "np.save(sys.argv[3], s.run(None, {s.get_inputs()[0].name: np.load(sys.argv[2])})[0])\n"
-)
+_RUN = {
+    "onnxruntime": (
+        "import sys, numpy as np, onnxruntime as ort\n"
+        "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+        "np.save(sys.argv[3], s.run(None, {s.get_inputs()[0].name: np.load(sys.argv[2])})[0])\n"
+    ),
+    "openvino": (
+        "import sys, numpy as np, openvino as ov\n"
+        "m = ov.Core().compile_model(sys.argv[1], 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})\n"
+        "np.save(sys.argv[3], m(np.load(sys.argv[2]))[0])\n"
+    ),
+}
 
 
-def _ort_logits(path: Path, x: np.ndarray, emulate: str | None) -> np.ndarray:
-    """Logits of an ONNX file in ONNX Runtime, in a fresh process; ``emulate`` runs that process
-    under QEMU's user mode as that CPU model (ONNX Runtime picks its kernels from CPUID)."""
+def _logits(path: Path, x: np.ndarray, emulate: str | None, runtime: str = "onnxruntime") -> np.ndarray:
+    """Logits of an ONNX file in ``runtime``, in a fresh process; ``emulate`` runs that process
+    under QEMU's user mode as that CPU model (ONNX Runtime and OpenVINO pick kernels from CPUID)."""
     np.save(path.parent / "x.npy", x)
-    out = path.parent / f"ort-{emulate or 'native'}.npy"
-    command = [sys.executable, "-c", _ORT_RUN, str(path), str(path.parent / "x.npy"), str(out)]
+    out = path.parent / f"{path.stem}-{runtime}-{emulate or 'native'}.npy"
+    command = [sys.executable, "-c", _RUN[runtime], str(path), str(path.parent / "x.npy"), str(out)]
     if emulate:
         command = ["qemu-x86_64", "-cpu", emulate, *command]
     subprocess.run(command, check=True, timeout=600, stderr=subprocess.DEVNULL)
@@ -157,12 +204,14 @@ def _ort_logits(path: Path, x: np.ndarray, emulate: str | None) -> np.ndarray:
 @needs_files
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (apt-get install qemu-user)")
-def test_onnxruntime_int8_is_the_same_on_an_emulated_zen3(tmp_path, monkeypatch):
+def test_int8_is_the_same_on_an_emulated_zen3(tmp_path, monkeypatch):
     """ONNX Runtime on a Zen 3 (AVX2, no VNNI; the CPU the suite once failed on), emulated by QEMU:
-    our int8 file gives exactly this machine's logits. The control, the same weights as plain 8-bit
-    without the split, must come out different there: otherwise the emulation did not reach
-    ONNX Runtime's non-VNNI kernels and the test would show nothing (measured: logits 6.4 apart,
-    top-1 agreement with float 0.917 -> 0.792 on 24 photos of 0.5-160; benchmarks/int8_emulated_avx2.py)."""
+    both our int8 files (Google's uint8 grid, the default here; per-channel int8) give exactly this
+    machine's logits, and OpenVINO there gives the uint8-grid file's within one output step. The
+    control, the same weights as plain 8-bit int8 without the split, must come out different
+    there: otherwise the emulation did not reach the non-VNNI kernels and the test would show
+    nothing (measured: logits 6.4 apart, top-1 agreement with float 0.917 -> 0.792 on 24 photos
+    of 0.5-160; benchmarks/int8_emulated_avx2.py)."""
     import mobilenet.runtimes.onnxruntime as ort_export
     from mobilenet.model import fold_batchnorm
     from mobilenet.weights.tflite import activation_quantization
@@ -170,14 +219,19 @@ def test_onnxruntime_int8_is_the_same_on_an_emulated_zen3(tmp_path, monkeypatch)
     model = _google("0.5_160")
     ranges = activation_quantization(MODELS["0.5_160"])
     x = _photos(model, 8).numpy()
-    ours = export_model(model, tmp_path / "ours.int8.onnx", "onnx-int8", activation_ranges=ranges)
+    grid = export_model(model, tmp_path / "grid.int8.onnx", "onnx-int8", activation_ranges=ranges)
+    channel = export_model(model, tmp_path / "channel.int8.onnx", "onnx-int8", activation_ranges=ranges, keep_grid=False)
     monkeypatch.setattr(ort_export, "MATMUL_WEIGHT_QMAX", 127)  # the control: every weight 8 bits, no split
     fp32 = ort_export.export_onnx(fold_batchnorm(model), tmp_path / "plain.onnx", dynamic_batch=True)
     plain = ort_export.quantize_onnx(fp32, tmp_path / "plain.int8.onnx", None, activation_ranges=ranges)
-    control_native, control_zen3 = _ort_logits(plain, x, None), _ort_logits(plain, x, "EPYC-Milan")
-    if np.array_equal(control_native, control_zen3):
+    if np.array_equal(_logits(plain, x, None), _logits(plain, x, "EPYC-Milan")):
         pytest.skip("QEMU's EPYC-Milan did not reach ONNX Runtime's non-VNNI kernels here (plain 8-bit did not saturate)")
-    np.testing.assert_array_equal(_ort_logits(ours, x, "EPYC-Milan"), _ort_logits(ours, x, None))
+    for ours in (grid, channel):
+        np.testing.assert_array_equal(_logits(ours, x, "EPYC-Milan"), _logits(ours, x, None))
+    if backend_available("openvino-int8") is None:
+        native, zen3 = _logits(grid, x, None, "openvino"), _logits(grid, x, "EPYC-Milan", "openvino")
+        step = np.diff(np.unique(native)).min()
+        assert np.abs(native - zen3).max() <= step * 1.01
 
 
 @needs_files

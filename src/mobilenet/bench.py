@@ -291,8 +291,9 @@ def run_grid(
 
     ``build(α, resolution)`` makes the model; int8 backends take ``activation_ranges`` (a TF Lite
     model's own) if given, else ``calibration(resolution)`` batches; weights on a uint8 file's grid
-    with that file's ranges keep its uint8 scheme in litert-int8 and executorch-int8, as export's
-    default does (``keep_grid=False``: int8 per-channel instead). A backend that is not installed is reported once through ``skipped`` and left out.
+    with that file's ranges keep its uint8 scheme in every int8 backend, as export's default does
+    (``keep_grid=False``: int8 per-channel instead). A backend that is not installed is reported
+    once through ``skipped`` and left out.
     """
     from .deploy import backend_available, optimize
 

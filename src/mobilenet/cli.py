@@ -227,7 +227,7 @@ def _export(args: argparse.Namespace) -> None:
         print(
             "int8 scheme: uint8 inside, each weight tensor on the grid it already lies on, as in Google's files "
             "(with Google's file and its ranges, it computes what that file computes); --int8-scheme per-channel "
-            "writes int8 per-channel weights (about 2x faster in LiteRT and ExecuTorch)"
+            "writes int8 per-channel weights (about 2x faster in LiteRT, ExecuTorch and ONNX Runtime)"
         )
     check, path = result.check or {}, result.path
     size = f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)"
@@ -493,11 +493,11 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
                 "trained with (Google's quantized files, --qat runs); without it those images only check the export. "
                 "Classifiers only: a detector calibrates on --calibration when given")}),
             (("--int8-scheme",), {"choices": ["auto", "per-channel"], "default": "auto", "help": (
-                "tflite-int8 and pte-int8. auto: weights on a uint8 file's grid exported with that file's own "
-                "ranges (Google's quantized files) keep its uint8 arithmetic and compute what it does; others "
-                "get int8 per-channel weights. per-channel: always int8 per-channel (about 2x faster in LiteRT "
-                "and ExecuTorch at 1.0-224; on Google's four models 4 points less to 2 more top-1 "
-                "agreement with float). Classifiers only")}),
+                "tflite-int8, pte-int8 and onnx-int8. auto: weights on a uint8 file's grid exported with that "
+                "file's own ranges (Google's quantized files) keep its uint8 arithmetic and compute what it "
+                "does; others get int8 per-channel weights. per-channel: always int8 per-channel (about 2x "
+                "faster in LiteRT, ExecuTorch and ONNX Runtime at 1.0-224; on Google's four models 4 points "
+                "less to 2 more top-1 agreement with float). Classifiers only")}),
             (("-o", "--output"), {"help": "output file (default: next to the name of the weights)"}),
         ], _export),
         "bench": ("latency and throughput per backend; --per-layer: time vs Mult-Adds by layer", [
@@ -515,8 +515,8 @@ def _commands() -> dict[str, tuple[str, list[Flag], Callable[[argparse.Namespace
             (("--calibration",), {"type": _folder, "help": "int8: folder of sample images (default: random inputs, speed only)"}),
             (("--calibration-images",), {"type": _CALIBRATION_IMAGES, "default": 64}),
             (("--int8-scheme",), {"choices": ["auto", "per-channel"], "default": "auto", "help": (
-                "litert-int8, executorch-int8 of Google's quantized weights: auto times Google's own uint8 "
-                "arithmetic (export's default), per-channel the faster int8 form")}),
+                "int8 backends of Google's quantized weights: auto times Google's own uint8 arithmetic "
+                "(export's default), per-channel the faster int8 form")}),
             (("--plot",), {"help": "PNG: latency against Mult-Adds over the α x resolution grid"}),
             _JSON,
         ], _bench),

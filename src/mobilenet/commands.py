@@ -46,7 +46,7 @@ class ExportResult:
     ranges_from: str | None = None
     check: dict[str, Any] | None = None
     summary: str | None = None  # a detector's export says what it wrote and how it was checked
-    int8_scheme: str | None = None  # tflite-int8, pte-int8: "uint8-grid" (Google's own arithmetic) or "per-channel"
+    int8_scheme: str | None = None  # tflite-int8, pte-int8, onnx-int8: "uint8-grid" (Google's own arithmetic) or "per-channel"
 
 
 def export_model(
@@ -68,8 +68,8 @@ def export_model(
     """``mobilenet export``: the weights (or a random init of the asked shape,
     :func:`mobilenet.deploy.model_for`) written as ``format``, int8 from the ranges the weights
     carry or from ``calibration`` images (:func:`mobilenet.export.int8_inputs`), then checked
-    against PyTorch. ``int8_scheme`` for tflite-int8 and pte-int8 (:func:`mobilenet.litert.export_tflite`,
-    :func:`mobilenet.pte.export_pte`): ``auto`` keeps Google's own uint8 arithmetic for weights on
+    against PyTorch. ``int8_scheme`` for tflite-int8, pte-int8 and onnx-int8 (:func:`mobilenet.litert.export_tflite`,
+    :func:`mobilenet.pte.export_pte`, :func:`mobilenet.runtimes.onnxruntime.write_onnx`): ``auto`` keeps Google's own uint8 arithmetic for weights on
     its grid with its ranges, ``per-channel`` always writes int8 per-channel weights (faster). ``recalibrate``: calibrate on
     ``calibration`` even when the weights carry the ranges they were trained with. ``output`` defaults to the weights' name with the format's suffix; a name
     whose suffix contradicts the format, or that is one of the input files (by resolved path or
@@ -131,6 +131,10 @@ def export_model(
         from .runtimes.executorch import INT8_SCHEME_KEY, pte_constant
 
         scheme = pte_constant(out, INT8_SCHEME_KEY)
+    elif format == "onnx-int8" and out.exists():
+        from .runtimes.onnxruntime import onnx_int8_scheme
+
+        scheme = onnx_int8_scheme(out)
     return ExportResult(out, format, notes, source, checked, int8_scheme=scheme)
 
 
@@ -319,7 +323,7 @@ def bench(
         stored = stored_activation_ranges(f for f in files if Path(f).exists())
     if stored is not None:
         note(f"int8 backends use the activation ranges the weights carry ({stored[1]}), as export does")
-        kept = [b for b in ("litert-int8", "executorch-int8") if b in backend]
+        kept = [b for b in ("litert-int8", "executorch-int8", "int8", "openvino-int8") if b in backend]
         if kept and int8_scheme == "auto":
             note(f"{' and '.join(kept)} of weights on a uint8 grid keep Google's uint8 scheme, as export's default does; "
                  "--int8-scheme per-channel times the faster int8 form")  # fmt: skip

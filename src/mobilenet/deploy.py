@@ -17,7 +17,8 @@ backend            what runs
                    CPUs with bf16 instructions (AVX512-BF16, AMX)
 ``onnxruntime``    an ONNX export run by ONNX Runtime, fp32
 ``int8``           ONNX Runtime on a statically quantized copy (int8 weights per channel,
-                   uint8 activations calibrated on sample images, QDQ format)
+                   uint8 activations calibrated on sample images, QDQ format; a uint8 file's
+                   weights with its ranges: that file's own uint8 weights, ``keep_grid``)
 ``openvino``       the ONNX export run by OpenVINO, fp32 (``openvino-bf16``: bf16 inference
                    precision; ``openvino-int8``: the quantized ONNX)
 =================  ===========================================================================
@@ -142,8 +143,8 @@ def optimize(
     model's own, from :func:`mobilenet.weights.tflite.activation_quantization`) is needed by the
     int8 backends;
     ``workdir`` keeps the ONNX files the ONNX backends write (default: a temporary folder).
-    ``keep_grid=False``: litert-int8 and executorch-int8 of weights on a uint8 file's grid with its
-    ranges use int8 per-channel weights (faster) instead of that file's own uint8 arithmetic.
+    ``keep_grid=False``: the int8 backends, for weights on a uint8 file's grid with its ranges, use
+    int8 per-channel weights (faster) instead of that file's own uint8 arithmetic.
     """
     problem = backend_available(backend)
     if problem:

@@ -156,8 +156,9 @@ def export_model(
 
     ``calibration`` for the int8 formats: a folder of sample images, preprocessed as the model's
     config says (:func:`mobilenet.data.image_batches`, 256 of them), or batches already
-    preprocessed that way. ``keep_grid``: tflite-int8 of weights on a uint8 file's grid with
-    that file's ranges keeps its arithmetic (:func:`mobilenet.litert.export_tflite`)."""
+    preprocessed that way. ``keep_grid``: int8 of weights on a uint8 file's grid with that
+    file's ranges keeps its arithmetic (:func:`mobilenet.litert.export_tflite`,
+    :func:`mobilenet.pte.export_pte`, :func:`mobilenet.runtimes.onnxruntime.write_onnx`)."""
     writer, int8, _, _ = export_format(fmt)
     calibration = calibration_batches(model, calibration, resolution)
     return writer.write(

@@ -13,7 +13,20 @@ from torch import Tensor, nn
 from ..checkpoint import WeightsFileError
 from ..spec import MobileNetConfig
 
-__all__ = ["Predictor", "check_outputs", "config_and_example", "config_json", "example_input", "model_config", "numpy_input"]
+#: Where an int8 export records which arithmetic it computes (a .pte's constant method, an .onnx
+#: file's metadata): "uint8-grid" (a uint8 file's own, each weight tensor on its grid) or "per-channel".
+INT8_SCHEME_KEY = "mobilenet_int8_scheme"
+
+__all__ = [
+    "INT8_SCHEME_KEY",
+    "Predictor",
+    "check_outputs",
+    "config_and_example",
+    "config_json",
+    "example_input",
+    "model_config",
+    "numpy_input",
+]
 
 
 def model_config(model: nn.Module) -> MobileNetConfig:

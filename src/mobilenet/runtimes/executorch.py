@@ -31,7 +31,7 @@ from ..checkpoint import CONFIG_KEY, WeightsFileError, atomic_write, config_from
 from ..extras import require
 from ..model import MobileNetV1
 from ..spec import MobileNetConfig
-from .common import check_outputs
+from .common import INT8_SCHEME_KEY, check_outputs
 
 __all__ = [
     "INT8_SCHEME_KEY",
@@ -288,10 +288,6 @@ def _quantize(
     if ranges is not None:
         _set_ranges(prepared, ranges)
     return convert_pt2e(prepared)
-
-
-#: The constant method saying which int8 arithmetic a program computes: "uint8-grid" or "per-channel".
-INT8_SCHEME_KEY = "mobilenet_int8_scheme"
 
 
 def export_pte(

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..checkpoint import CONFIG_KEY, WeightsFileError, atomic_write, config_from_metadata
 from ..extras import require
 from ..spec import MobileNetConfig
-from .common import Predictor, check_outputs, config_and_example, config_json, numpy_input
+from .common import INT8_SCHEME_KEY, Predictor, check_outputs, config_and_example, config_json, numpy_input
 
 __all__ = [
     "ExportedModel",
@@ -26,6 +26,7 @@ __all__ = [
     "export_onnx",
     "onnx_config",
     "onnx_config_from_model",
+    "onnx_int8_scheme",
     "portable_int8",
     "quantize_onnx",
     "run_onnx",
@@ -225,6 +226,42 @@ def _weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
     return overrides
 
 
+def _uint8_weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
+    """ONNX Runtime's per-tensor overrides for every conv and Gemm weight on a uint8 grid: the
+    (scale, zero point) of :func:`mobilenet.quantize.uint8_grid`, so each weight is stored as the
+    uint8 integers its file held. Every weight must lie on such a grid (:func:`on_uint8_grid`)."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType
+
+    from ..quantize import uint8_grid
+
+    weights = {init.name: init for init in model.graph.initializer}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        grid = uint8_grid(numpy_helper.to_array(weights[node.input[1]]))
+        if grid is None:
+            raise ValueError(f"{node.name}: the weights are not on a uint8 grid; export with keep_grid=False")
+        scale, zero = grid
+        overrides[node.input[1]] = [
+            {
+                "scale": np.array(scale, dtype=np.float32),
+                "zero_point": np.array(zero, dtype=np.uint8),
+                "quant_type": QuantType.QUInt8,
+            }
+        ]
+    return overrides
+
+
+def onnx_int8_scheme(path: str | os.PathLike[str]) -> str | None:
+    """The int8 scheme an onnx-int8 file of ours records ("uint8-grid" or "per-channel"), else None."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == INT8_SCHEME_KEY), None)
+
+
 def onnx_config_from_model(model: Any, source: str | os.PathLike[str] = "ONNX model") -> MobileNetConfig | None:
     for prop in model.metadata_props:
         if prop.key == CONFIG_KEY:
@@ -245,9 +282,9 @@ def _pre_processed(src: Path, dst: Path) -> Path:
     return prepared
 
 
-def _stamp_config(path: Path, config: MobileNetConfig, images: int) -> None:
+def _stamp_config(path: Path, config: MobileNetConfig, images: int, scheme: str) -> None:
     """Writes the model's config (ours replacing any ``mobilenet_`` entries the quantizer carried
-    over) and the number of calibration images into the int8 file's metadata."""
+    over), the number of calibration images and the int8 scheme into the int8 file's metadata."""
     import onnx
 
     quantized = onnx.load(str(path))
@@ -256,11 +293,16 @@ def _stamp_config(path: Path, config: MobileNetConfig, images: int) -> None:
     quantized.metadata_props.extend(keep)
     quantized.metadata_props.add(key=CONFIG_KEY, value=json.dumps(config.to_dict()))
     quantized.metadata_props.add(key="mobilenet_calibration_images", value=str(images))
+    quantized.metadata_props.add(key=INT8_SCHEME_KEY, value=scheme)
     atomic_write(path, lambda tmp: onnx.save(quantized, tmp))
 
 
 def _reader(
-    prepared: Path, src: Path, calibration: Iterable[Tensor] | None, activation_ranges: dict[str, tuple[float, int]] | None
+    prepared: Path,
+    src: Path,
+    calibration: Iterable[Tensor] | None,
+    activation_ranges: dict[str, tuple[float, int]] | None,
+    uint8_weights: bool = False,
 ) -> _Batches:
     """The calibration reader for the pre-processed model, carrying the quantizer's overrides
     (``extra``: weights on their grid, fixed activation ranges) and, when the ranges are fixed
@@ -270,7 +312,7 @@ def _reader(
     from ..quantize import with_input_range
 
     model = onnx.load(str(prepared))
-    extra: dict[str, Any] = {"TensorQuantOverrides": _weight_overrides(model)}
+    extra: dict[str, Any] = {"TensorQuantOverrides": (_uint8_weight_overrides if uint8_weights else _weight_overrides)(model)}
     config = None
     if activation_ranges is not None:
         extra["TensorQuantOverrides"].update(_range_overrides(model, with_input_range(activation_ranges)[0]))
@@ -293,6 +335,7 @@ def quantize_onnx(
     *,
     method: str = "minmax",
     activation_ranges: dict[str, tuple[float, int]] | None = None,
+    uint8_weights: bool = False,
 ) -> Path:
     """Static int8 quantization of an fp32 ONNX file, calibrated on ``calibration`` batches.
 
@@ -303,6 +346,11 @@ def quantize_onnx(
     ``--qat`` run's) fixes every activation's uint8 scale and zero point instead of calibrating:
     the int8 model then rounds where that model was trained to round, and needs no calibration
     images.
+
+    ``uint8_weights``: each weight tensor stored as uint8 on the grid it already lies on, per
+    tensor (:func:`_uint8_weight_overrides`): a uint8 file's own arithmetic. Otherwise int8 per
+    channel within :data:`MATMUL_WEIGHT_QMAX` (the source should be :func:`portable_int8`'s).
+    The file's metadata ``mobilenet_int8_scheme`` says which (``uint8-grid`` or ``per-channel``).
     """
     require("onnx", "onnxruntime", purpose="int8 quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -318,10 +366,11 @@ def quantize_onnx(
     config = onnx_config(src)
     prepared = _pre_processed(src, dst)
     try:  # the pre-pass's file goes however the quantization ends
-        reader = _reader(prepared, src, calibration, activation_ranges)
+        reader = _reader(prepared, src, calibration, activation_ranges, uint8_weights)
         out = atomic_write(dst, lambda tmp: quantize_static(
-            str(prepared), tmp, reader, quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+            str(prepared), tmp, reader, quant_format=QuantFormat.QDQ, per_channel=not uint8_weights,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8 if uint8_weights else QuantType.QInt8,
+            calibrate_method=methods[method],
             extra_options=reader.extra,
         ))  # fmt: skip
     finally:
@@ -331,7 +380,7 @@ def quantize_onnx(
         dst.unlink(missing_ok=True)
         raise ValueError("int8 calibration saw no images; pass a folder with some (a few hundred is typical)")
     if config is not None:
-        _stamp_config(out, config, reader.count)
+        _stamp_config(out, config, reader.count, "uint8-grid" if uint8_weights else "per-channel")
     return out
 
 
@@ -392,16 +441,31 @@ def write_onnx(
     calibration: Iterable[Tensor] | None = None,
     calibration_method: str = "minmax",
     activation_ranges: dict[str, tuple[float, int]] | None = None,
+    keep_grid: bool = True,
 ) -> Path:
-    """The format table's writer (BN already folded): fp32 ONNX, or int8 through a temporary fp32 file."""
+    """The format table's writer (BN already folded): fp32 ONNX, or int8 through a temporary fp32 file.
+
+    int8 of weights on a uint8 file's grid, with that file's ranges (Google's quantized
+    MobileNets), keeps that file's arithmetic unless ``keep_grid=False``: uint8 weights per
+    tensor, as stored there. Otherwise int8 weights per channel, split so no CPU saturates
+    (:func:`portable_int8`)."""
+    from ..quantize import on_uint8_grid
+
     if not int8:
         return export_onnx(model, path, resolution=resolution, dynamic_batch=dynamic_batch)
     if calibration is None and activation_ranges is None:
         raise ValueError("onnx-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
     path = Path(path)
-    fp32 = export_onnx(portable_int8(model), path.with_name(path.name + ".fp32.onnx"), resolution=resolution, dynamic_batch=True)
+    weights = [m.weight.detach().float().numpy() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    # uint8 x uint8 products are widened to 16 bits by every x86 kernel of ONNX Runtime and
+    # OpenVINO (there is no u8 x u8 pair-add like vpmaddubsw), so these weights need no split.
+    uint8 = bool(keep_grid and activation_ranges is not None and on_uint8_grid(weights, activation_ranges))
+    source = model if uint8 else portable_int8(model)
+    fp32 = export_onnx(source, path.with_name(path.name + ".fp32.onnx"), resolution=resolution, dynamic_batch=True)
     try:
-        return quantize_onnx(fp32, path, calibration, method=calibration_method, activation_ranges=activation_ranges)
+        return quantize_onnx(
+            fp32, path, calibration, method=calibration_method, activation_ranges=activation_ranges, uint8_weights=uint8
+        )
     finally:
         fp32.unlink(missing_ok=True)
 
