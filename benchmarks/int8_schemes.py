@@ -61,11 +61,10 @@ def write_scheme(model: torch.nn.Module, ranges: dict, scheme: str, folder: Path
     saved = export.MATMUL_WEIGHT_QMAX
     try:
         export.MATMUL_WEIGHT_QMAX = 127 if scheme == "8bit-unsafe" else 64
-        source = export.portable_int8(folded) if scheme == "portable" else folded
+        grid = scheme == "uint8-grid"
+        source = export.portable_int8(folded, exact=grid) if scheme in ("portable", "uint8-grid") else folded
         fp32 = export.export_onnx(source, folder / f"{scheme}.fp32.onnx", dynamic_batch=True)
-        return export.quantize_onnx(
-            fp32, folder / f"{scheme}.onnx", None, activation_ranges=ranges, uint8_weights=scheme == "uint8-grid"
-        )
+        return export.quantize_onnx(fp32, folder / f"{scheme}.onnx", None, activation_ranges=ranges, keep_grid=grid)
     finally:
         export.MATMUL_WEIGHT_QMAX = saved
 

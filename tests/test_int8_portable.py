@@ -57,11 +57,11 @@ def _assert_cannot_saturate(path: Path) -> None:
     weights = _quantized_weights(path)
     assert len(weights) == 28  # conv1, 13 depthwise, 13 pointwise, the classifier
     for op, depthwise, w, _, _ in weights:
-        assert w.dtype == np.int8
         top = int(np.abs(w.astype(np.int32)).max())
         if depthwise:  # widened to 16 bits before multiplying: no pairs to saturate
-            assert top <= DEPTHWISE_WEIGHT_QMAX
+            assert w.dtype == np.uint8 or (w.dtype == np.int8 and top <= DEPTHWISE_WEIGHT_QMAX)
         else:  # two uint8 x int8 products in one int16: 2 * 255 * |w| must stay <= 32767
+            assert w.dtype == np.int8
             assert top <= MATMUL_WEIGHT_QMAX and 2 * 255 * top <= 32767, f"{op} weight {top}"
 
 
@@ -85,28 +85,60 @@ def test_random_model_int8_weights_cannot_saturate(tmp_path):
 
 
 @needs_files
-def test_google_int8_keeps_googles_integers_or_cannot_saturate(tmp_path):
-    """Google's 0.5-160 with its own ranges. By default every weight tensor is stored as uint8 on
-    the grid of Google's file, per tensor: dequantized, exactly the float weights (uint8 x uint8
-    products have no int16 pair-add to saturate: the emulated-Zen 3 test below checks it).
-    ``keep_grid=False`` (per-channel int8) keeps every weight within the range no CPU saturates."""
+def test_google_int8_keeps_googles_integers_and_cannot_saturate(tmp_path):
+    """Google's 0.5-160 with its own ranges, both schemes: no weight of a matrix product beyond
+    the range no CPU saturates. By default every weight is an integer of Google's file: the
+    matrix products' on Google's step (per-channel scales all equal to it; the integers beyond
+    ±64 split into pieces), the depthwise ones stored as Google's uint8 values per tensor."""
     from mobilenet.export import stored_activation_ranges
     from mobilenet.model import fold_batchnorm
+    from mobilenet.quantize import grid_step
 
     model = _google("0.5_160")
     ranges, _ = stored_activation_ranges(MODELS["0.5_160"])
     path = export_model(model, tmp_path / "g.int8.onnx", "onnx-int8", activation_ranges=ranges)
-    stored = _quantized_weights(path)
+    _assert_cannot_saturate(path)
     folded = fold_batchnorm(model)
     floats = [m.weight.detach().numpy() for m in folded.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    assert len(stored) == len(floats) == 28
-    for (op, _, w, scale, zero), want in zip(stored, floats):
-        assert w.dtype == np.uint8 and scale.size == 1 and zero.size == 1, op
-        dequantized = (w.astype(np.float64) - float(zero)) * float(scale)
-        np.testing.assert_allclose(dequantized, want, rtol=0, atol=float(scale) * 1e-3)
+    for (op, depthwise, w, scale, zero), want in zip(_quantized_weights(path), floats, strict=True):
+        step = grid_step(want)
+        assert step is not None
+        if depthwise:
+            assert w.dtype == np.uint8 and scale.size == 1, op
+            dequantized = (w.astype(np.float64) - float(zero)) * float(scale)
+            # (the filters after the first ones are repeats, for channels a split reads twice)
+            np.testing.assert_allclose(dequantized[: len(want)], want, rtol=0, atol=step * 1e-3)
+        else:
+            np.testing.assert_allclose(scale, step, rtol=1e-5)
+            assert not zero.any()
     _assert_cannot_saturate(
         export_model(model, tmp_path / "pc.int8.onnx", "onnx-int8", activation_ranges=ranges, keep_grid=False)
     )
+
+
+def test_exact_split_computes_the_same_function():
+    """The split of a uint8 file's weights into pieces within ±64 (up to four, where Google's
+    integers reach 255 steps) changes no output: the split model in float equals the folded one."""
+    from mobilenet.model import fold_batchnorm
+    from mobilenet.quantize import split_for_int8
+
+    torch.manual_seed(0)
+    model = fold_batchnorm(mobilenet_v1(width_mult=0.25, resolution=64, num_classes=10, activation="relu6").eval())
+    for module in model.modules():  # weights on a uint8 grid reaching 255 steps on one side of zero
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            step = float(module.weight.abs().max()) / 200
+            units = torch.randint(0, 256, module.weight.shape) - torch.randint(0, 256, (module.weight.shape[0],)).view(
+                -1, *[1] * (module.weight.dim() - 1)
+            )
+            module.weight.data = units.float() * step
+    split = split_for_int8(model, MATMUL_WEIGHT_QMAX, exact=True)
+    for module in split.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and not getattr(module, "groups", 1) > 1:
+            step_units = module.weight / module.weight.abs().max() * 64
+            assert float(step_units.abs().max()) <= 64 + 1e-4
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(split(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 @needs_files

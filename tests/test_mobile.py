@@ -312,9 +312,9 @@ def test_cli_keeps_the_trained_ranges_unless_asked_to_recalibrate(tmp_path: Path
 
     common = ["export", "--weights", str(GOOGLE_025), "--format", "tflite-int8", "--calibration", str(FLOWERS / "val")]
     kept = run_cli(*common, "--calibration-images", "16", "-o", str(tmp_path / "kept.tflite")).stdout
-    assert "int8 activation ranges: the TF Lite file's own" in kept and "int8 scheme: uint8 inside" in kept, kept
+    assert "int8 activation ranges: the TF Lite file's own" in kept and "int8 scheme: Google's integer arithmetic" in kept, kept
     assert "top-1 agreement with float on 8 calibration images" in kept, kept  # the check ran on photos
     assert tflite_input_type(tmp_path / "kept.tflite") == "uint8"
     redone = run_cli(*common, "--recalibrate", "--calibration-images", "16", "-o", str(tmp_path / "redone.tflite")).stdout
-    assert "file's own" not in redone and "uint8 inside" not in redone, redone
+    assert "file's own" not in redone and "int8 scheme:" not in redone, redone
     assert tflite_input_type(tmp_path / "redone.tflite") == "int8"

@@ -163,7 +163,7 @@ MAX_FED_TWICE = 0.5
 
 
 class _FedTwice(nn.Module):
-    """A layer fed its input and, once more, the channels ``index`` of it."""
+    """A layer fed its input and, once more, the channels ``index`` of it (repeats allowed)."""
 
     def __init__(self, layer: nn.Module, index: Tensor) -> None:
         super().__init__()
@@ -200,7 +200,19 @@ def _with_weight(layer: nn.Module, weight: np.ndarray, bias: np.ndarray | None) 
     return new.requires_grad_(False)
 
 
-def split_for_int8(folded: MobileNetV1, half: int) -> MobileNetV1:
+def _pieces(units: np.ndarray, half: int) -> list[np.ndarray]:
+    """``units`` as a sum of pieces within ``±half``: the first ``clip(units, ±half)``, each next
+    one the same of what is left, until nothing is."""
+    pieces, rest = [], units
+    while True:
+        piece = np.clip(rest, -half, half)
+        pieces.append(piece)
+        rest = rest - piece
+        if not rest.any():
+            return pieces
+
+
+def split_for_int8(folded: MobileNetV1, half: int, *, exact: bool = False) -> MobileNetV1:
     """A copy of a BN-folded model that computes what its 8-bit weights compute (per output
     channel, :func:`channel_scales`, Google's grid kept), with no weight of a matrix product (the
     standard and pointwise convs, the classifier) above ``half`` in magnitude.
@@ -211,7 +223,13 @@ def split_for_int8(folded: MobileNetV1, half: int) -> MobileNetV1:
     pointwise conv repeats the rows, a depthwise conv between them repeats its filters), so no
     data is copied at run time; the first conv picks them from the image. A conv after the first
     that would read more than :data:`MAX_FED_TWICE` of its inputs twice is rounded to ``±half``.
-    Depthwise convs keep their 8 bits as they are."""
+    Depthwise convs keep their 8 bits as they are.
+
+    ``exact`` (weights on a uint8 file's grid, :func:`on_uint8_grid`): every matrix product's
+    weights keep that grid's integers, which span up to 255 steps from zero where int8 holds 127:
+    each weight is a sum of as many pieces within ``±half`` as it needs (up to 4), an input channel
+    is fed once per piece, and no conv is rounded. The depthwise convs are left to be stored as
+    uint8 on their grid (no int8 per-channel form holds them all)."""
     import copy
 
     model = copy.deepcopy(folded).eval()
@@ -224,27 +242,33 @@ def split_for_int8(folded: MobileNetV1, half: int) -> MobileNetV1:
     biases = [None if layer.bias is None else layer.bias.detach().double().numpy() for layer in layers]  # type: ignore[union-attr]
     matmul = [not (isinstance(layer, nn.Conv2d) and layer.groups > 1) for layer in layers]
     scales: list[np.ndarray | None] = [None] * len(layers)
-    extra = [np.zeros(0, dtype=np.int64) for _ in layers]  # output channels produced a second time
-    fed_twice = [np.zeros(0, dtype=np.int64) for _ in layers]  # input channels read a second time
+    extra = [np.zeros(0, dtype=np.int64) for _ in layers]  # output channels produced once more (repeats allowed)
+    fed: list[list[np.ndarray]] = [[] for _ in layers]  # per piece after the first: the input channels it reads
+    fed_again = [np.zeros(0, dtype=np.int64) for _ in layers]  # those, one piece after another
     for j, layer in enumerate(layers):
         if not matmul[j]:
             continue
-        weights[j], scales[j] = _int8_units(layer.weight)  # type: ignore[arg-type]
-        lo = weights[j] - np.clip(weights[j], -half, half)
-        needed = np.abs(lo).reshape(lo.shape[0], lo.shape[1], -1).max(axis=(0, 2)) > 0
-        if needed.mean() > MAX_FED_TWICE and 0 < j < len(units):
+        weights[j], scales[j] = _int8_units(layer.weight, 255 if exact else 127)  # type: ignore[arg-type]
+        pieces = _pieces(weights[j], half)
+        needed = [np.abs(piece).reshape(piece.shape[0], piece.shape[1], -1).max(axis=(0, 2)) > 0 for piece in pieces[1:]]
+        if not exact and needed and needed[0].mean() > MAX_FED_TWICE and 0 < j < len(units):
             # Float-trained weights: nearly every input channel meets some output channel's large
             # weight, and feeding them all twice would double the layer; 7 bits cost less. (The
             # first conv and the classifier hold 2% of the Mult-Adds: they are always split.)
             weights[j], scales[j] = _int8_units(layer.weight, half)  # type: ignore[arg-type]
             continue
-        if needed.any() and needed.sum() % 16:  # CPU kernels run whole vectors of 16 channels fastest
-            spare = np.flatnonzero(~needed)[: 16 - needed.sum() % 16]
-            needed[spare] = True
-        fed_twice[j] = np.flatnonzero(needed)
+        index = [np.flatnonzero(n) for n in needed]
+        count = sum(i.size for i in index)
+        if count % 16 and not needed[0].all():
+            # CPU kernels run whole vectors of 16 channels fastest: the second piece takes a few
+            # more channels (zeros there) to make the count a multiple of 16.
+            spare = np.flatnonzero(~needed[0])[: 16 - count % 16]
+            index[0] = np.sort(np.concatenate([index[0], spare]))
+        fed[j] = index
+        fed_again[j] = np.concatenate(index) if index else fed_again[j]
         p = j - 1
-        while fed_twice[j].size and p >= 0:  # back through the depthwise convs to a matrix product
-            extra[p] = fed_twice[j]
+        while fed_again[j].size and p >= 0:  # back through the depthwise convs to a matrix product
+            extra[p] = fed_again[j]
             if matmul[p]:
                 break
             p -= 1
@@ -255,14 +279,15 @@ def split_for_int8(folded: MobileNetV1, half: int) -> MobileNetV1:
             b = None if b is None else np.concatenate([b, b[extra[j]]])
             scale = None if scale is None else np.concatenate([scale, scale[extra[j]]])
         if scale is not None:  # a matrix product: 8-bit units, split where needed, back to floats
-            hi = np.clip(w, -half, half)
-            w = np.concatenate([hi, (w - hi)[:, fed_twice[j]]], axis=1) * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+            pieces = _pieces(w, half)
+            columns = [pieces[0]] + [piece[:, index] for piece, index in zip(pieces[1:], fed[j])]
+            w = np.concatenate(columns, axis=1) * scale.reshape((-1,) + (1,) * (w.ndim - 1))
         new = _with_weight(layer, w, b)
-        if j == 0 and fed_twice[0].size:
+        if j == 0 and fed_again[0].size:
             # The first conv reads the image, which no layer could produce twice: it picks the
             # channels itself. That copy of the image costs about 10% of 1.0-224's int8 time;
             # rounding its weights to 7 bits instead cost 1.5-3.5 points of agreement with float.
-            new = _FedTwice(new, torch.from_numpy(fed_twice[0]).long())
+            new = _FedTwice(new, torch.from_numpy(fed_again[0]).long())
         if j < len(units):
             units[j].conv = new
         else:

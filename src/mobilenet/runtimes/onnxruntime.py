@@ -185,15 +185,16 @@ MATMUL_WEIGHT_QMAX = 64
 DEPTHWISE_WEIGHT_QMAX = 127
 
 
-def portable_int8(folded: nn.Module) -> nn.Module:
+def portable_int8(folded: nn.Module, *, exact: bool = False) -> nn.Module:
     """The form of a BN-folded model that the ONNX int8 export quantizes: the same function, with
     8-bit weights stored so that none of a matrix product's exceeds :data:`MATMUL_WEIGHT_QMAX`
     (:func:`mobilenet.quantize.split_for_int8`). Measured on Google's 1.0-224 and flowers photos
     (benchmarks/RESULTS.md): the split costs 1.3-1.4x the time of unsafe 8-bit weights (still
-    about 0.5x fp32); rounding to 7 bits instead cost 6 points of top-1 agreement with float."""
+    about 0.5x fp32); rounding to 7 bits instead cost 6 points of top-1 agreement with float.
+    ``exact``: weights on a uint8 file's grid keep all of that grid's integers (more pieces)."""
     from ..quantize import split_for_int8
 
-    return split_for_int8(folded, MATMUL_WEIGHT_QMAX)  # type: ignore[arg-type]
+    return split_for_int8(folded, MATMUL_WEIGHT_QMAX, exact=exact)  # type: ignore[arg-type]
 
 
 def _weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
@@ -226,10 +227,11 @@ def _weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
     return overrides
 
 
-def _uint8_weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
-    """ONNX Runtime's per-tensor overrides for every conv and Gemm weight on a uint8 grid: the
-    (scale, zero point) of :func:`mobilenet.quantize.uint8_grid`, so each weight is stored as the
-    uint8 integers its file held. Every weight must lie on such a grid (:func:`on_uint8_grid`)."""
+def _depthwise_uint8_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
+    """ONNX Runtime's per-tensor overrides for every depthwise conv's weight on a uint8 grid: the
+    (scale, zero point) of :func:`mobilenet.quantize.uint8_grid`, so the weights are stored as the
+    uint8 integers their file held (int8 per channel cannot hold a channel spanning more than 127
+    steps on one side of zero). Depthwise kernels widen to 16 bits before multiplying."""
     from onnx import numpy_helper
     from onnxruntime.quantization import QuantType
 
@@ -238,7 +240,8 @@ def _uint8_weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
     weights = {init.name: init for init in model.graph.initializer}
     overrides: dict[str, list[dict[str, Any]]] = {}
     for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in weights:
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type != "Conv" or groups == 1 or len(node.input) < 2 or node.input[1] not in weights:
             continue
         grid = uint8_grid(numpy_helper.to_array(weights[node.input[1]]))
         if grid is None:
@@ -302,7 +305,7 @@ def _reader(
     src: Path,
     calibration: Iterable[Tensor] | None,
     activation_ranges: dict[str, tuple[float, int]] | None,
-    uint8_weights: bool = False,
+    keep_grid: bool = False,
 ) -> _Batches:
     """The calibration reader for the pre-processed model, carrying the quantizer's overrides
     (``extra``: weights on their grid, fixed activation ranges) and, when the ranges are fixed
@@ -312,7 +315,9 @@ def _reader(
     from ..quantize import with_input_range
 
     model = onnx.load(str(prepared))
-    extra: dict[str, Any] = {"TensorQuantOverrides": (_uint8_weight_overrides if uint8_weights else _weight_overrides)(model)}
+    extra: dict[str, Any] = {"TensorQuantOverrides": _weight_overrides(model)}
+    if keep_grid:
+        extra["TensorQuantOverrides"].update(_depthwise_uint8_overrides(model))
     config = None
     if activation_ranges is not None:
         extra["TensorQuantOverrides"].update(_range_overrides(model, with_input_range(activation_ranges)[0]))
@@ -335,7 +340,7 @@ def quantize_onnx(
     *,
     method: str = "minmax",
     activation_ranges: dict[str, tuple[float, int]] | None = None,
-    uint8_weights: bool = False,
+    keep_grid: bool = False,
 ) -> Path:
     """Static int8 quantization of an fp32 ONNX file, calibrated on ``calibration`` batches.
 
@@ -347,10 +352,12 @@ def quantize_onnx(
     the int8 model then rounds where that model was trained to round, and needs no calibration
     images.
 
-    ``uint8_weights``: each weight tensor stored as uint8 on the grid it already lies on, per
-    tensor (:func:`_uint8_weight_overrides`): a uint8 file's own arithmetic. Otherwise int8 per
-    channel within :data:`MATMUL_WEIGHT_QMAX` (the source should be :func:`portable_int8`'s).
-    The file's metadata ``mobilenet_int8_scheme`` says which (``uint8-grid`` or ``per-channel``).
+    Weights are int8 per channel (the source should be :func:`portable_int8`'s, within
+    :data:`MATMUL_WEIGHT_QMAX`). ``keep_grid`` (a source from ``portable_int8(..., exact=True)``):
+    the depthwise weights are stored as uint8 on their grid, per tensor
+    (:func:`_depthwise_uint8_overrides`), and the file computes a uint8 file's own integer
+    products. The file's metadata ``mobilenet_int8_scheme`` says which (``uint8-grid`` or
+    ``per-channel``).
     """
     require("onnx", "onnxruntime", purpose="int8 quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -366,11 +373,10 @@ def quantize_onnx(
     config = onnx_config(src)
     prepared = _pre_processed(src, dst)
     try:  # the pre-pass's file goes however the quantization ends
-        reader = _reader(prepared, src, calibration, activation_ranges, uint8_weights)
+        reader = _reader(prepared, src, calibration, activation_ranges, keep_grid)
         out = atomic_write(dst, lambda tmp: quantize_static(
-            str(prepared), tmp, reader, quant_format=QuantFormat.QDQ, per_channel=not uint8_weights,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8 if uint8_weights else QuantType.QInt8,
-            calibrate_method=methods[method],
+            str(prepared), tmp, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
             extra_options=reader.extra,
         ))  # fmt: skip
     finally:
@@ -380,7 +386,7 @@ def quantize_onnx(
         dst.unlink(missing_ok=True)
         raise ValueError("int8 calibration saw no images; pass a folder with some (a few hundred is typical)")
     if config is not None:
-        _stamp_config(out, config, reader.count, "uint8-grid" if uint8_weights else "per-channel")
+        _stamp_config(out, config, reader.count, "uint8-grid" if keep_grid else "per-channel")
     return out
 
 
@@ -445,10 +451,10 @@ def write_onnx(
 ) -> Path:
     """The format table's writer (BN already folded): fp32 ONNX, or int8 through a temporary fp32 file.
 
-    int8 of weights on a uint8 file's grid, with that file's ranges (Google's quantized
-    MobileNets), keeps that file's arithmetic unless ``keep_grid=False``: uint8 weights per
-    tensor, as stored there. Otherwise int8 weights per channel, split so no CPU saturates
-    (:func:`portable_int8`)."""
+    int8 is per-channel int8 weights split so that no CPU saturates (:func:`portable_int8`).
+    Weights on a uint8 file's grid, with that file's ranges (Google's quantized MobileNets), keep
+    that file's integer arithmetic unless ``keep_grid=False``: every matrix product's weights
+    split into as many pieces as its integers need, the depthwise weights stored as uint8."""
     from ..quantize import on_uint8_grid
 
     if not int8:
@@ -457,14 +463,12 @@ def write_onnx(
         raise ValueError("onnx-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
     path = Path(path)
     weights = [m.weight.detach().float().numpy() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    # uint8 x uint8 products are widened to 16 bits by every x86 kernel of ONNX Runtime and
-    # OpenVINO (there is no u8 x u8 pair-add like vpmaddubsw), so these weights need no split.
-    uint8 = bool(keep_grid and activation_ranges is not None and on_uint8_grid(weights, activation_ranges))
-    source = model if uint8 else portable_int8(model)
+    grid = bool(keep_grid and activation_ranges is not None and on_uint8_grid(weights, activation_ranges))
+    source = portable_int8(model, exact=grid)
     fp32 = export_onnx(source, path.with_name(path.name + ".fp32.onnx"), resolution=resolution, dynamic_batch=True)
     try:
         return quantize_onnx(
-            fp32, path, calibration, method=calibration_method, activation_ranges=activation_ranges, uint8_weights=uint8
+            fp32, path, calibration, method=calibration_method, activation_ranges=activation_ranges, keep_grid=grid
         )
     finally:
         fp32.unlink(missing_ok=True)
