@@ -6,7 +6,9 @@ ratio of each variant's median to the raw call's is taken inside the round, then
 median over rounds with a 95% bootstrap interval. "control" is the raw call on a second prepared
 array: how far from 1.000 the method reads when there is nothing to find.
 
-    python benchmarks/wrapper_variants.py [--rounds 30] [--calls 12] [--threads 2]
+    python benchmarks/wrapper_variants.py [--rounds 30] [--calls 12] [--threads 2] [--only NAME ...]
+
+``--only`` times a subset (names as printed, matched by their start), which narrows the intervals.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from mobilenet import mobilenet_v1
 from mobilenet.bench import cpu_description
 from mobilenet.deploy import optimize, settle_batchnorm
+from mobilenet.runtimes.common import numpy_input
 
 
 def main() -> None:
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--calls", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="+", default=None, help="variants to time (by the start of their names)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
@@ -77,12 +81,17 @@ def main() -> None:
         "ours": lambda: predictor(x),
         "control: raw on a second prepared array": lambda: session.run(None, {name: second}),
         "raw on x.numpy() made in the call": lambda: session.run(None, {name: x.numpy()}),
+        "raw on numpy_input(x) (our input step)": lambda: session.run(None, {name: numpy_input(x)}),
+        "raw on x.numpy(), output by torch.from_numpy": lambda: torch.from_numpy(session.run(None, {name: x.numpy()})[0]),
         "raw, output wrapped by torch.from_numpy": lambda: torch.from_numpy(session.run(None, {name: prepared})[0]),
         "I/O binding per call (input, fresh output)": bound_per_call,
         "I/O binding made once, reused": lambda: session.run_with_iobinding(once),
         "input bound per call, output bound once (copied out)": input_bound_per_call,
         "staged: the image copied into a buffer bound once": staged_call,
     }
+    if args.only:
+        first = next(iter(variants))
+        variants = {n: f for n, f in variants.items() if n == first or any(n.startswith(o) for o in args.only)}
     names = list(variants)
     for _ in range(20):
         for call in variants.values():
