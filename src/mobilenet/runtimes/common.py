@@ -107,7 +107,12 @@ class Predictor:
 def numpy_input(x: Tensor) -> Any:
     """A contiguous float32 array for a runtime. The copy, when one is needed, is numpy's: a torch
     copy would wake PyTorch's OpenMP threads, which then spin on the cores the runtime's own
-    threads need (on 2 cores that doubled ONNX Runtime's latency)."""
+    threads need (on 2 cores that doubled ONNX Runtime's latency). A contiguous float32 CPU tensor
+    outside autograd (the usual input) is viewed with no PyTorch op at all: any op run between two
+    runtime calls, even on 4 numbers, slowed ONNX Runtime's next call by about 2%
+    (benchmarks/RESULTS.md, "Our Predictor against the runtime's own call")."""
     import numpy as np
 
+    if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad and x.is_contiguous():
+        return x.numpy()
     return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
