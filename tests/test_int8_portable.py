@@ -53,13 +53,14 @@ def _quantized_weights(path: Path) -> list[tuple[str, bool, np.ndarray, np.ndarr
     return found
 
 
-def _assert_cannot_saturate(path: Path) -> None:
+def _assert_cannot_saturate(path: Path, depthwise_dtype: type = np.int8) -> None:
     weights = _quantized_weights(path)
     assert len(weights) == 28  # conv1, 13 depthwise, 13 pointwise, the classifier
     for op, depthwise, w, _, _ in weights:
         top = int(np.abs(w.astype(np.int32)).max())
         if depthwise:  # widened to 16 bits before multiplying: no pairs to saturate
-            assert w.dtype == np.uint8 or (w.dtype == np.int8 and top <= DEPTHWISE_WEIGHT_QMAX)
+            assert w.dtype == depthwise_dtype, f"{op}: {w.dtype}"
+            assert w.dtype == np.uint8 or top <= DEPTHWISE_WEIGHT_QMAX
         else:  # two uint8 x int8 products in one int16: 2 * 255 * |w| must stay <= 32767
             assert w.dtype == np.int8
             assert top <= MATMUL_WEIGHT_QMAX and 2 * 255 * top <= 32767, f"{op} weight {top}"
@@ -89,28 +90,31 @@ def test_google_int8_keeps_googles_integers_and_cannot_saturate(tmp_path):
     """Google's 0.5-160 with its own ranges, both schemes: no weight of a matrix product beyond
     the range no CPU saturates. By default every weight is an integer of Google's file: the
     matrix products' on Google's step (per-channel scales all equal to it; the integers beyond
-    ±64 split into pieces), the depthwise ones stored as Google's uint8 values per tensor."""
+    ±64 split into pieces, exactly the exact split's), the depthwise ones stored as Google's
+    uint8 values per tensor (repeated filters included)."""
     from mobilenet.export import stored_activation_ranges
     from mobilenet.model import fold_batchnorm
-    from mobilenet.quantize import grid_step
+    from mobilenet.quantize import grid_step, split_for_int8
 
     model = _google("0.5_160")
     ranges, _ = stored_activation_ranges(MODELS["0.5_160"])
     path = export_model(model, tmp_path / "g.int8.onnx", "onnx-int8", activation_ranges=ranges)
-    _assert_cannot_saturate(path)
+    _assert_cannot_saturate(path, np.uint8)
     folded = fold_batchnorm(model)
-    floats = [m.weight.detach().numpy() for m in folded.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    for (op, depthwise, w, scale, zero), want in zip(_quantized_weights(path), floats, strict=True):
+    split = split_for_int8(folded, MATMUL_WEIGHT_QMAX, exact=True)  # type: ignore[arg-type]
+    layers = [m for m in split.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for (op, depthwise, w, scale, zero), layer in zip(_quantized_weights(path), layers, strict=True):
+        want = layer.weight.detach().double().numpy()
         step = grid_step(want)
         assert step is not None
         if depthwise:
             assert w.dtype == np.uint8 and scale.size == 1, op
             dequantized = (w.astype(np.float64) - float(zero)) * float(scale)
-            # (the filters after the first ones are repeats, for channels a split reads twice)
-            np.testing.assert_allclose(dequantized[: len(want)], want, rtol=0, atol=step * 1e-3)
         else:
             np.testing.assert_allclose(scale, step, rtol=1e-5)
-            assert not zero.any()
+            assert w.dtype == np.int8 and not zero.any(), op
+            dequantized = w.astype(np.float64) * scale.astype(np.float64).reshape((-1,) + (1,) * (w.ndim - 1))
+        np.testing.assert_allclose(dequantized, want, rtol=0, atol=step * 1e-3)
     _assert_cannot_saturate(
         export_model(model, tmp_path / "pc.int8.onnx", "onnx-int8", activation_ranges=ranges, keep_grid=False)
     )
@@ -124,9 +128,9 @@ def test_exact_split_computes_the_same_function():
 
     torch.manual_seed(0)
     model = fold_batchnorm(mobilenet_v1(width_mult=0.25, resolution=64, num_classes=10, activation="relu6").eval())
-    for module in model.modules():  # weights on a uint8 grid reaching 255 steps on one side of zero
+    step = 1 / 256
+    for module in model.modules():  # integers on one step reaching 255 steps on one side of zero
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-            step = float(module.weight.abs().max()) / 200
             units = torch.randint(0, 256, module.weight.shape) - torch.randint(0, 256, (module.weight.shape[0],)).view(
                 -1, *[1] * (module.weight.dim() - 1)
             )
@@ -134,8 +138,9 @@ def test_exact_split_computes_the_same_function():
     split = split_for_int8(model, MATMUL_WEIGHT_QMAX, exact=True)
     for module in split.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and not getattr(module, "groups", 1) > 1:
-            step_units = module.weight / module.weight.abs().max() * 64
-            assert float(step_units.abs().max()) <= 64 + 1e-4
+            units = module.weight.double() / step
+            assert float((units - units.round()).abs().max()) < 1e-3  # still whole steps
+            assert float(units.abs().max()) <= MATMUL_WEIGHT_QMAX  # each piece within ±64
     x = torch.rand(4, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(split(x), model(x), rtol=1e-4, atol=1e-4)
@@ -160,7 +165,8 @@ def test_onnx_int8_of_googles_weights_computes_what_googles_file_does(tmp_path):
     with torch.no_grad():
         want = model(x)
     ours, googles = load_exported(result.path)(x), run_tflite(files)(x)
-    assert _agreement(ours, googles) >= 0.97
+    # Measured: 127 of these 128 photos (ONNX Runtime requantizes in float, LiteRT in fixed point).
+    assert _agreement(ours, googles) >= 0.985
     assert _agreement(ours, want) >= _agreement(googles, want) - 0.02
 
 
@@ -187,24 +193,24 @@ def _openvino_logits(path: Path, isa: str | None, x: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_openvino_int8_is_the_same_on_avx2_kernels(tmp_path):
     """On this CPU and on its AVX2 kernels (those of a CPU without VNNI), OpenVINO computes our
-    per-channel int8 file to the same logits. (ONNX Runtime has no such switch; its kernels
-    saturate under the same condition, which the weight check above rules out.) The uint8-grid
-    file is checked under QEMU instead (below): with oneDNN capped while OpenVINO still sees this
-    CPU's AVX-512, OpenVINO picks a classifier kernel that oneDNN then refuses, which a real AVX2
-    CPU (an emulated Zen 3) does not do."""
+    int8 files, both schemes, to the same logits. (ONNX Runtime has no such switch; its kernels
+    saturate under the same condition, which the weight check above rules out.)"""
     if backend_available("openvino-int8") is not None:
         pytest.skip("openvino is not installed")
     from mobilenet.export import stored_activation_ranges
 
     model = _google("0.25_128")
     ranges, _ = stored_activation_ranges(MODELS["0.25_128"])
-    path = export_model(model, tmp_path / "g.int8.onnx", "onnx-int8", activation_ranges=ranges, keep_grid=False)
     x = _photos(model, 64).numpy()
-    native, avx2 = _openvino_logits(path, None, x), _openvino_logits(path, "AVX2", x)
-    # The same integers: at most a rounding tie apart, one output step (the logits' scale).
-    step = np.diff(np.unique(native)).min()
-    assert np.abs(native - avx2).max() <= step * 1.01
-    assert (native.argmax(1) == avx2.argmax(1)).mean() >= 0.98
+    for keep_grid in (True, False):
+        path = export_model(
+            model, tmp_path / f"g{keep_grid}.int8.onnx", "onnx-int8", activation_ranges=ranges, keep_grid=keep_grid
+        )
+        native, avx2 = _openvino_logits(path, None, x), _openvino_logits(path, "AVX2", x)
+        # The same integers: at most a rounding tie apart, one output step (the logits' scale).
+        step = np.diff(np.unique(native)).min()
+        assert np.abs(native - avx2).max() <= step * 1.01
+        assert (native.argmax(1) == avx2.argmax(1)).mean() >= 0.98
 
 
 _RUN = {

@@ -325,7 +325,7 @@ def bench(
         note(f"int8 backends use the activation ranges the weights carry ({stored[1]}), as export does")
         kept = [b for b in ("litert-int8", "executorch-int8", "int8", "openvino-int8") if b in backend]
         if kept and int8_scheme == "auto":
-            note(f"{' and '.join(kept)} of weights on a uint8 grid keep Google's uint8 scheme, as export's default does; "
+            note(f"{' and '.join(kept)} of weights on a uint8 grid keep Google's integer arithmetic, as export's default does; "
                  "--int8-scheme per-channel times the faster int8 form")  # fmt: skip
     result.timings = run_grid(
         build, activation_ranges=stored[0] if stored else None, widths=widths, resolutions=resolutions,

@@ -18,7 +18,8 @@ backend            what runs
 ``onnxruntime``    an ONNX export run by ONNX Runtime, fp32
 ``int8``           ONNX Runtime on a statically quantized copy (int8 weights per channel,
                    uint8 activations calibrated on sample images, QDQ format; a uint8 file's
-                   weights with its ranges: that file's own uint8 weights, ``keep_grid``)
+                   weights with its ranges keep its integers, ``keep_grid``: int8 pieces at its
+                   step, depthwise weights uint8)
 ``openvino``       the ONNX export run by OpenVINO, fp32 (``openvino-bf16``: bf16 inference
                    precision; ``openvino-int8``: the quantized ONNX)
 =================  ===========================================================================

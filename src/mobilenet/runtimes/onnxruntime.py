@@ -177,9 +177,10 @@ def _range_overrides(model: Any, ranges: dict[str, tuple[float, int]]) -> dict[s
 #: VNNI (AMD before Zen 4, Intel client CPUs before Ice Lake) both multiply uint8 activations by
 #: int8 weights with ``vpmaddubsw``, which adds two products into an int16 with saturation: with
 #: activations up to 255, |w| <= 64 keeps 2 · 255 · 64 = 32640 below 32767, so the arithmetic
-#: is the same on every x86 CPU. The 8-bit weights are kept, split in two halves within ±64
-#: (:func:`portable_int8`). Depthwise convs are computed by kernels that widen to 16 bits first
-#: (no pairs), so they keep their 8 bits as they are.
+#: is the same on every x86 CPU. The 8-bit weights are kept, split into pieces within ±64 (two;
+#: up to four for a uint8 file's integers, which reach 255 steps from zero; :func:`portable_int8`).
+#: Depthwise convs are computed by kernels that widen to 16 bits first (no pairs), so they keep
+#: their 8 bits as they are.
 MATMUL_WEIGHT_QMAX = 64
 
 DEPTHWISE_WEIGHT_QMAX = 127
@@ -231,21 +232,26 @@ def _depthwise_uint8_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
     """ONNX Runtime's per-tensor overrides for every depthwise conv's weight on a uint8 grid: the
     (scale, zero point) of :func:`mobilenet.quantize.uint8_grid`, so the weights are stored as the
     uint8 integers their file held (int8 per channel cannot hold a channel spanning more than 127
-    steps on one side of zero). Depthwise kernels widen to 16 bits before multiplying."""
+    steps on one side of zero). Depthwise kernels widen to 16 bits before multiplying. Refuses a
+    model whose weights are not all on a grid (a matrix product's: one step a tensor, as
+    ``portable_int8(..., exact=True)`` leaves a uint8 file's), which would not keep its arithmetic."""
     from onnx import numpy_helper
     from onnxruntime.quantization import QuantType
 
-    from ..quantize import uint8_grid
+    from ..quantize import grid_step, uint8_grid
 
     weights = {init.name: init for init in model.graph.initializer}
     overrides: dict[str, list[dict[str, Any]]] = {}
     for node in model.graph.node:
-        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if node.op_type != "Conv" or groups == 1 or len(node.input) < 2 or node.input[1] not in weights:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in weights:
             continue
-        grid = uint8_grid(numpy_helper.to_array(weights[node.input[1]]))
-        if grid is None:
-            raise ValueError(f"{node.name}: the weights are not on a uint8 grid; export with keep_grid=False")
+        w = numpy_helper.to_array(weights[node.input[1]])
+        depthwise = next((a.i for a in node.attribute if a.name == "group"), 1) > 1
+        grid = uint8_grid(w) if depthwise else None
+        if grid is None if depthwise else grid_step(w) is None:
+            raise ValueError(f"{node.name}: the weights are not on a uint8 file's grid; quantize with keep_grid=False")
+        if grid is None:  # a matrix product: int8 per channel at the grid's step (_weight_overrides)
+            continue
         scale, zero = grid
         overrides[node.input[1]] = [
             {
@@ -316,6 +322,8 @@ def _reader(
 
     model = onnx.load(str(prepared))
     extra: dict[str, Any] = {"TensorQuantOverrides": _weight_overrides(model)}
+    if keep_grid and activation_ranges is None:
+        raise ValueError("keep_grid keeps a quantized file's arithmetic: it needs that file's activation ranges")
     if keep_grid:
         extra["TensorQuantOverrides"].update(_depthwise_uint8_overrides(model))
     config = None
