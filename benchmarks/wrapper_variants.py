@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -76,6 +77,18 @@ def main() -> None:
         session.run_with_iobinding(staged)
         return torch.from_numpy(stage_out.copy())
 
+    # Work after a raw call, before the next: PyTorch calls (an op on 4 unrelated numbers, the two
+    # our call makes, a detach), or a numpy op on 4 numbers.
+    other, other_np, small = torch.zeros(4), np.zeros(4), np.zeros(4, np.float32)
+
+    def raw_then(work: Callable[[], object]) -> Callable[[], object]:
+        def call() -> object:
+            out = session.run(None, {name: prepared})
+            work()
+            return out
+
+        return call
+
     variants = {
         "raw (session.run, prepared array)": lambda: session.run(None, {name: prepared}),
         "ours": lambda: predictor(x),
@@ -88,6 +101,11 @@ def main() -> None:
         "I/O binding made once, reused": lambda: session.run_with_iobinding(once),
         "input bound per call, output bound once (copied out)": input_bound_per_call,
         "staged: the image copied into a buffer bound once": staged_call,
+        "raw, then a PyTorch op on 4 unrelated numbers": raw_then(lambda: other.add_(1.0)),
+        "raw, then x.numpy()": raw_then(lambda: x.numpy()),
+        "raw, then torch.from_numpy of 4 numbers": raw_then(lambda: torch.from_numpy(small)),
+        "raw, then x.detach()": raw_then(lambda: x.detach()),
+        "raw, then a numpy op on 4 unrelated numbers": raw_then(lambda: np.add(other_np, 1.0, out=other_np)),
     }
     if args.only:
         first = next(iter(variants))
