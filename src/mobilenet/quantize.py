@@ -39,6 +39,7 @@ __all__ = [
     "conv_units",
     "grid_step",
     "int8_grid",
+    "layer_weights",
     "on_uint8_grid",
     "qparams",
     "ranges_from_metadata",
@@ -340,6 +341,11 @@ def uint8_grid(w: np.ndarray) -> tuple[float, int] | None:
     if high - low > 255:
         return None
     return step, int(np.clip(128, -low if high - low == 255 else 1 - low, 255 - high))
+
+
+def layer_weights(model: nn.Module) -> list[np.ndarray]:
+    """The weights of every conv and linear layer of ``model``, in order, as float32 arrays."""
+    return [m.weight.detach().float().numpy() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 def on_uint8_grid(weights: Iterable[Any], ranges: Mapping[str, tuple[float, int]]) -> bool:

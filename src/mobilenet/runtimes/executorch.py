@@ -314,7 +314,7 @@ def export_pte(
     records which in its constant method ``mobilenet_int8_scheme``.
     """
     from ..model import fold_batchnorm
-    from ..quantize import on_uint8_grid
+    from ..quantize import layer_weights, on_uint8_grid
 
     config = getattr(model, "config", None)
     if not isinstance(model, MobileNetV1) or not isinstance(config, MobileNetConfig):
@@ -325,10 +325,7 @@ def export_pte(
     constants = {CONFIG_KEY: json.dumps(config.replace(resolution=size).to_dict())}
     uint8 = False
     if int8:
-        weights = [
-            m.weight.detach().float().numpy() for m in folded.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
-        ]
-        uint8 = bool(keep_grid and activation_ranges is not None and on_uint8_grid(weights, activation_ranges))
+        uint8 = bool(keep_grid and activation_ranges is not None and on_uint8_grid(layer_weights(folded), activation_ranges))
         constants[INT8_SCHEME_KEY] = "uint8-grid" if uint8 else "per-channel"
     return lower_to_pte(
         folded, path, example, constants, int8=int8, calibration=calibration, activation_ranges=activation_ranges, uint8=uint8

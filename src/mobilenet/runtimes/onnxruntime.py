@@ -107,13 +107,33 @@ class _Batches:
 _SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
 
+def _uint8_override(scale: float, zero: int) -> list[dict[str, Any]]:
+    """ONNX Runtime's override fixing a tensor's uint8 (scale, zero point)."""
+    from onnxruntime.quantization import QuantType
+
+    return [
+        {"scale": np.array(scale, dtype=np.float32), "zero_point": np.array(zero, dtype=np.uint8), "quant_type": QuantType.QUInt8}
+    ]
+
+
+def _weighted_nodes(model: Any) -> Iterator[tuple[Any, np.ndarray, bool]]:
+    """(node, weight array, depthwise) of every Conv and Gemm whose weight is an initializer."""
+    from onnx import numpy_helper
+
+    weights = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        w = numpy_helper.to_array(weights[node.input[1]])
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        yield node, w, node.op_type == "Conv" and group > 1 and group == w.shape[0]
+
+
 def _range_overrides(model: Any, ranges: dict[str, tuple[float, int]]) -> dict[str, list[dict[str, Any]]]:
     """ONNX tensor name → Google's (scale, zero point), matched by graph order to our module paths.
 
     The export's graph is the network in order: Conv (+ Clip) per layer, then the pool and Gemm.
     """
-    import numpy as np
-    from onnxruntime.quantization import QuantType
 
     from ..spec import build_layers
 
@@ -131,14 +151,7 @@ def _range_overrides(model: Any, ranges: dict[str, tuple[float, int]]) -> dict[s
             consumers.setdefault(name, []).append(node)
 
     def entry(key: str) -> list[dict[str, Any]]:
-        scale, zero = ranges[key]
-        return [
-            {
-                "scale": np.array(scale, dtype=np.float32),
-                "zero_point": np.array(zero, dtype=np.uint8),
-                "quant_type": QuantType.QUInt8,
-            }
-        ]
+        return _uint8_override(*ranges[key])
 
     overrides: dict[str, list[dict[str, Any]]] = {model.graph.input[0].name: entry("input")}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -203,20 +216,12 @@ def _weight_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
     :func:`mobilenet.quantize.channel_scales` (Google's own weight grid kept where it fits) within
     :data:`MATMUL_WEIGHT_QMAX` or :data:`DEPTHWISE_WEIGHT_QMAX`, given as the symmetric range
     ``±scale · qmax`` that ONNX Runtime turns back into exactly that scale."""
-    from onnx import numpy_helper
-
     from ..quantize import channel_scales
 
-    weights = {init.name: init for init in model.graph.initializer}
     overrides: dict[str, list[dict[str, Any]]] = {}
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in weights:
-            continue
-        w = numpy_helper.to_array(weights[node.input[1]])
-        attrs = {a.name: a for a in node.attribute}
-        if node.op_type == "Gemm" and not (attrs.get("transB") and attrs["transB"].i):
+    for node, w, depthwise in _weighted_nodes(model):
+        if node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute):
             continue  # (in, out) weights: left to ONNX Runtime's own per-channel choice
-        depthwise = node.op_type == "Conv" and "group" in attrs and attrs["group"].i > 1 and attrs["group"].i == w.shape[0]
         qmax = DEPTHWISE_WEIGHT_QMAX if depthwise else MATMUL_WEIGHT_QMAX
         scales = channel_scales(w, 0, qmax=qmax)
         scales = np.where(scales > 0, scales, 1.0)
@@ -235,31 +240,16 @@ def _depthwise_uint8_overrides(model: Any) -> dict[str, list[dict[str, Any]]]:
     steps on one side of zero). Depthwise kernels widen to 16 bits before multiplying. Refuses a
     model whose weights are not all on a grid (a matrix product's: one step a tensor, as
     ``portable_int8(..., exact=True)`` leaves a uint8 file's), which would not keep its arithmetic."""
-    from onnx import numpy_helper
-    from onnxruntime.quantization import QuantType
-
     from ..quantize import grid_step, uint8_grid
 
-    weights = {init.name: init for init in model.graph.initializer}
     overrides: dict[str, list[dict[str, Any]]] = {}
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in weights:
-            continue
-        w = numpy_helper.to_array(weights[node.input[1]])
-        depthwise = next((a.i for a in node.attribute if a.name == "group"), 1) > 1
-        grid = uint8_grid(w) if depthwise else None
-        if grid is None if depthwise else grid_step(w) is None:
+    for node, w, depthwise in _weighted_nodes(model):
+        # A matrix product stays int8 per channel at the grid's step (_weight_overrides).
+        grid = uint8_grid(w) if depthwise else grid_step(w)
+        if grid is None:
             raise ValueError(f"{node.name}: the weights are not on a uint8 file's grid; quantize with keep_grid=False")
-        if grid is None:  # a matrix product: int8 per channel at the grid's step (_weight_overrides)
-            continue
-        scale, zero = grid
-        overrides[node.input[1]] = [
-            {
-                "scale": np.array(scale, dtype=np.float32),
-                "zero_point": np.array(zero, dtype=np.uint8),
-                "quant_type": QuantType.QUInt8,
-            }
-        ]
+        if depthwise:
+            overrides[node.input[1]] = _uint8_override(*grid)  # type: ignore[misc]
     return overrides
 
 
@@ -463,15 +453,14 @@ def write_onnx(
     Weights on a uint8 file's grid, with that file's ranges (Google's quantized MobileNets), keep
     that file's integer arithmetic unless ``keep_grid=False``: every matrix product's weights
     split into as many pieces as its integers need, the depthwise weights stored as uint8."""
-    from ..quantize import on_uint8_grid
+    from ..quantize import layer_weights, on_uint8_grid
 
     if not int8:
         return export_onnx(model, path, resolution=resolution, dynamic_batch=dynamic_batch)
     if calibration is None and activation_ranges is None:
         raise ValueError("onnx-int8 needs calibration images: pass --calibration DIR (a few hundred images like the real inputs)")
     path = Path(path)
-    weights = [m.weight.detach().float().numpy() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    grid = bool(keep_grid and activation_ranges is not None and on_uint8_grid(weights, activation_ranges))
+    grid = bool(keep_grid and activation_ranges is not None and on_uint8_grid(layer_weights(model), activation_ranges))
     source = portable_int8(model, exact=grid)
     fp32 = export_onnx(source, path.with_name(path.name + ".fp32.onnx"), resolution=resolution, dynamic_batch=True)
     try:
